@@ -1,0 +1,92 @@
+"""Tiny models built in the test session: real architectures and the real SmolLM2 tokenizer, random weights."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
+
+from selfknow.data.records import Record
+from selfknow.models import ALIASES
+
+TINY = {
+    "hidden_size": 64,
+    "intermediate_size": 128,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 4096,
+}
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """SmolLM2's tokenizer read straight from the embedded GGUF (no dequantization needed)."""
+    embedded = ALIASES["smollm2"]
+    if importlib.util.find_spec(embedded.package) is None:
+        pytest.skip("the embedded model package is not installed (make setup installs it)")
+    path = embedded.path()
+    tok = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    return tok
+
+
+def _save(model, tokenizer, path: Path) -> Path:
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tokenizer, tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2, **TINY
+    )
+    return _save(LlamaForCausalLM(config).eval(), tokenizer, tmp_path_factory.mktemp("tiny-llama"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gemma_dir(tokenizer, tmp_path_factory) -> Path:
+    """Gemma 3 text architecture: sliding-window and global attention layers, a different cache layout."""
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer), head_dim=16, sliding_window=8, bos_token_id=1, eos_token_id=2, pad_token_id=2, **TINY
+    )
+    return _save(Gemma3ForCausalLM(config).eval(), tokenizer, tmp_path_factory.mktemp("tiny-gemma"))
+
+
+@pytest.fixture(params=["llama", "gemma"])
+def tiny_model_dir(request, tiny_llama_dir, tiny_gemma_dir) -> Path:
+    return {"llama": tiny_llama_dir, "gemma": tiny_gemma_dir}[request.param]
+
+
+def make_records(n: int = 12, format: str = "oe", dataset: str = "toy") -> list[Record]:
+    """Questions of varied length, so batching and padding are exercised."""
+    records = []
+    for i in range(n):
+        question = f"What is {i} + {i * 7}?" + " Think." * (i % 4)
+        if format == "choice":
+            choices = [str(i * 8), str(i * 8 + 1), str(i * 8 + 2), str(i * 8 + 3)][: 2 + i % 3]
+            records.append(
+                Record(
+                    id=f"{dataset}/{i}",
+                    dataset=dataset,
+                    split="test",
+                    question=question,
+                    answer=choices[0],
+                    format="choice",
+                    choices=choices,
+                    answer_index=0,
+                    task="add",
+                )
+            )
+        else:
+            records.append(
+                Record(
+                    id=f"{dataset}/{i}", dataset=dataset, split="test", question=question, answer=str(i * 8), task="add"
+                )
+            )
+    return records
