@@ -1,0 +1,179 @@
+"""The ``selfknow`` command line: each command is a thin wrapper over :mod:`selfknow.api`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from selfknow import api
+from selfknow.answer import AnswerConfig, AnswerStats
+from selfknow.data.records import Record
+from selfknow.errors import DataError, SelfknowError
+from selfknow.grade import STRATEGIES, accuracy_table
+from selfknow.judge import Judge
+from selfknow.models import ALIASES, DEFAULT_MODEL, cache_dir
+
+app = typer.Typer(
+    help="selfknow: answers from language models with confidences you can trust.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+console = Console()
+
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Alias, .gguf file, model directory or hub id.")]
+DtypeOpt = Annotated[str, typer.Option(help="auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16.")]
+DeviceOpt = Annotated[str, typer.Option(help="auto (the process's device under accelerate), cpu, cuda, cuda:N.")]
+
+
+def _columns(pairs: list[str]) -> dict[str, str]:
+    mapping = {}
+    for pair in pairs:
+        field, sep, column = pair.partition("=")
+        if not sep or not field or not column:
+            raise DataError(f"--column expects FIELD=COLUMN, got '{pair}'")
+        mapping[field] = column
+    return mapping
+
+
+def print_accuracy(records: list[Record], title: str = "accuracy") -> None:
+    table = Table(title=title)
+    for name in ("set", "n", "accuracy"):
+        table.add_column(name, justify="left" if name == "set" else "right")
+    for key, (n, acc) in sorted(accuracy_table(records).items(), key=lambda kv: (kv[0] != "all", kv[0])):
+        table.add_row(key, str(n), f"{acc:.3f}")
+    console.print(table)
+
+
+def print_stats(stats: AnswerStats) -> None:
+    if stats.records:
+        console.print(
+            f"{stats.records} answered in {stats.seconds:.1f} s: {stats.useful_tokens / max(stats.seconds, 1e-9):,.0f} "
+            f"useful tokens/s, padding and waste {stats.padding_fraction:.1%} "
+            f"({stats.prompt_tokens:,} prompt tokens, {stats.computed_tokens:,} computed, "
+            f"{stats.generated_tokens:,} generated)"
+        )
+
+
+@app.command()
+def datasets() -> None:
+    """List the dataset sources and how to name them."""
+    from selfknow.data.registry import SOURCES, _ensure_sources_loaded
+
+    _ensure_sources_loaded()
+    table = Table(title="dataset sources (use NAME or NAME:ARG)")
+    for column in ("name", "kind", "formats", "description"):
+        table.add_column(column)
+    for name, source in sorted(SOURCES.items(), key=lambda kv: (kv[1].kind, kv[0])):
+        spec = f"{name}:{source.arg}" if source.arg_required else (f"{name}[:{source.arg}]" if source.arg else name)
+        table.add_row(spec, source.kind, ",".join(source.formats), source.description)
+    console.print(table)
+
+
+@app.command()
+def models() -> None:
+    """List the model aliases and where converted models are cached."""
+    for alias, embedded in ALIASES.items():
+        console.print(f"{alias:24} {embedded.description} (from the '{embedded.package}' package)")
+    console.print(f"cache: {cache_dir()} (set SELFKNOW_CACHE, HF_HOME or XDG_CACHE_HOME to move it)")
+
+
+@app.command()
+def answer(
+    dataset: Annotated[
+        str, typer.Argument(help="Dataset spec, e.g. countries, builtin, mmlu-csv:DIR (see `selfknow datasets`).")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="JSONL file of answered records; a rerun resumes it.")],
+    model: ModelOpt = DEFAULT_MODEL,
+    split: Annotated[str, typer.Option(help="Split to answer: train, validation, test, dev or 'all'.")] = "test",
+    format: Annotated[str, typer.Option("--format", "-f", help="oe (open-ended) or choice (multiple choice).")] = "oe",
+    kshot: Annotated[int, typer.Option(help="Worked examples in each prompt, from the few-shot split.")] = 0,
+    chat: Annotated[
+        bool | None, typer.Option("--chat/--no-chat", help="Use the chat template (default: when the model has one).")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="Answer a seeded random subset of this size.")] = None,
+    seed: Annotated[int, typer.Option(help="Seed for splits, choices, k-shot examples and subsets.")] = 0,
+    column: Annotated[list[str], typer.Option(help="FIELD=COLUMN mapping for csv:/jsonl: files (repeatable).")] = [],  # noqa: B006
+    max_new_tokens: Annotated[int, typer.Option(help="Longest open-ended answer.")] = AnswerConfig.max_new_tokens,
+    batch_size: Annotated[int, typer.Option(help="Most rows per forward pass.")] = AnswerConfig.batch_size,
+    max_batch_tokens: Annotated[
+        int, typer.Option(help="Most padded tokens per forward pass.")
+    ] = AnswerConfig.max_batch_tokens,
+    dtype: DtypeOpt = "auto",
+    device: DeviceOpt = "auto",
+    trust_remote_code: Annotated[
+        bool, typer.Option(help="Run code shipped with a hub model (off by default).")
+    ] = False,
+) -> None:
+    """Answer a dataset split with a model: letters by logits for choice, greedy text for oe."""
+    config = AnswerConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
+    records, stats = api.answer_dataset(
+        dataset,
+        output=output,
+        model=model,
+        split=None if split == "all" else split,
+        format=format,
+        kshot=kshot,
+        chat=chat,
+        limit=limit,
+        seed=seed,
+        columns=_columns(column),
+        config=config,
+        dtype=dtype,
+        device=device,
+        trust_remote_code=trust_remote_code,
+    )
+    print_stats(stats)
+    console.print(f"wrote {len(records)} records to {output}")
+
+
+@app.command()
+def grade(
+    input: Annotated[Path, typer.Argument(help="JSONL file of answered records.")],
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Where to write (default: replace the input).")
+    ] = None,
+    strategy: Annotated[str, typer.Option(help=f"One of {', '.join(STRATEGIES)}.")] = "auto",
+    judge_model: Annotated[
+        str | None, typer.Option(help="Judge: a local model spec, or the model name at --judge-url.")
+    ] = None,
+    judge_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible base URL for the judge (key from $OPENAI_API_KEY).")
+    ] = None,
+) -> None:
+    """Grade answers against gold answers and print accuracy per dataset and task."""
+    judge = Judge(judge_model, judge_url) if judge_model else None
+    records = api.grade_file(input, output, strategy=strategy, judge=judge)
+    print_accuracy(records)
+
+
+@app.command()
+def demo(
+    output_dir: Annotated[Path, typer.Option(help="Where the demo writes its files.")] = Path("runs/demo"),
+    model: ModelOpt = DEFAULT_MODEL,
+    limit: Annotated[int, typer.Option(help="Questions per format from the built-in test split.")] = 300,
+) -> None:
+    """Answer and grade built-in test questions with the embedded model, open-ended and multiple choice."""
+    for format in ("choice", "oe"):
+        path = output_dir / f"builtin-test-{format}.jsonl"
+        console.rule(f"built-in test split, {format}")
+        _, stats = api.answer_dataset("builtin", output=path, model=model, format=format, limit=limit)
+        print_stats(stats)
+        print_accuracy(api.grade_file(path), f"{model}, {format}, graded by rule")
+
+
+def main() -> None:
+    try:
+        app()
+    except SelfknowError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

