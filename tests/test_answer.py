@@ -25,7 +25,8 @@ def test_choice_logits_equal_a_plain_forward_pass_of_each_prompt(tiny):
     answered, stats = answer_records(
         model, tokenizer, records, prompter=prompter, config=AnswerConfig(batch_size=4), progress=False
     )
-    assert stats.per_prefix, "the shared system prompt should be computed once"
+    # Gemma's tiny sliding window (8) is shorter than the prompts: no prefix sharing there, by design.
+    assert bool(stats.per_prefix) == (model.config.model_type == "llama")
     for record in answered:
         prompt = prompter.render(record)
         ids = torch.tensor([prompter.encode(prompt)])
@@ -75,7 +76,8 @@ def test_length_sorted_batches_keep_padding_small(tiny):
         model, tokenizer, make_records(64, "choice"), config=AnswerConfig(batch_size=8), progress=False
     )
     assert stats.padding_fraction < 0.10
-    assert stats.computed_tokens < stats.prompt_tokens  # the shared prefix is computed once per group
+    if model.config.model_type == "llama":
+        assert stats.computed_tokens < stats.prompt_tokens  # the shared prefix is computed once per group
 
 
 def test_answering_resumes_from_a_journal_with_a_torn_line(tiny, tmp_path):

@@ -80,12 +80,13 @@ def make_batches(
     *,
     max_rows: int,
     max_tokens: int,
-    prefix_len: int = 0,
+    reserved: int = 0,
     batch_overhead: int = 16,
 ) -> list[Batch]:
-    """Cut length-sorted rows into batches of at most ``max_rows`` rows and ``max_tokens`` padded tokens
-    (prefix included, since every row attends to and caches it), minimizing padding plus a fixed
-    ``batch_overhead`` per forward pass, by dynamic programming over the cut points."""
+    """Cut length-sorted rows into batches of at most ``max_rows`` rows and ``max_tokens`` tokens, each row
+    holding its padded length plus ``reserved`` tokens (a shared prefix it attends to, the answer it will
+    generate), minimizing padding plus a fixed ``batch_overhead`` per forward pass (dynamic programming
+    over the cut points)."""
     ordered = sorted(rows, key=lambda r: lengths[r])
     sizes = [lengths[r] for r in ordered]
     n = len(sizes)
@@ -95,7 +96,7 @@ def make_batches(
         width, total = sizes[j - 1], 0
         for i in range(j - 1, max(j - max_rows, 0) - 1, -1):
             total += sizes[i]
-            if i < j - 1 and (j - i) * (width + prefix_len) > max_tokens:
+            if i < j - 1 and (j - i) * (width + reserved) > max_tokens:
                 break
             cost = best[i] + (j - i) * width - total + batch_overhead
             if cost < best[j]:

@@ -13,6 +13,7 @@ from rich.table import Table
 from selfknow import api
 from selfknow.answer import AnswerConfig, AnswerStats
 from selfknow.data.records import Record
+from selfknow.distributed import process_state
 from selfknow.errors import DataError, SelfknowError
 from selfknow.grade import STRATEGIES, accuracy_table
 from selfknow.judge import Judge
@@ -51,6 +52,7 @@ def print_accuracy(records: list[Record], title: str = "accuracy") -> None:
 
 
 def print_stats(stats: AnswerStats) -> None:
+    """Token accounting of this process (under accelerate, of the main process's share)."""
     if stats.records:
         console.print(
             f"{stats.records} answered in {stats.seconds:.1f} s: {stats.useful_tokens / max(stats.seconds, 1e-9):,.0f} "
@@ -128,8 +130,9 @@ def answer(
         device=device,
         trust_remote_code=trust_remote_code,
     )
-    print_stats(stats)
-    console.print(f"wrote {len(records)} records to {output}")
+    if process_state().is_main_process:
+        print_stats(stats)
+        console.print(f"wrote {len(records)} records to {output}")
 
 
 @app.command()

@@ -65,9 +65,9 @@ def cache_dir() -> Path:
 def resolve_device(device: str = "auto") -> torch.device:
     """'auto' is the process's accelerator under ``accelerate launch`` (its GPU, or the CPU)."""
     if device == "auto":
-        from accelerate import PartialState
+        from selfknow.distributed import process_state
 
-        return PartialState().device
+        return process_state().device
     try:
         return torch.device(device)
     except RuntimeError as err:

@@ -1,0 +1,245 @@
+"""The forward passes behind answering, planned so that few tokens are computed.
+
+Prompts are grouped by shared prefix (:mod:`selfknow.batching`); a group's prefix is run once and its
+key/value cache broadcast to every batch of the group. Multiple choice then reads the logits of the
+choice letters at the last position only. Open-ended answers are decoded greedily from the same
+prefill, and a row leaves the batch (and its cache) as soon as it reaches a stop string or EOS, so no
+step is spent on finished rows.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import torch
+from transformers import DynamicCache, PreTrainedModel
+
+from selfknow.batching import Group, group_by_prefix, make_batches
+from selfknow.data.records import LETTERS, Record
+from selfknow.prompts import continuation_token
+
+Item = tuple[Record, str, list[int]]  # a record, its prompt text and the prompt's token ids
+Emit = Callable[[list[Record], int], None]  # answered records of a batch, and the tokens it computed
+
+
+@dataclass(frozen=True)
+class AnswerConfig:
+    max_new_tokens: int = 32
+    batch_size: int = 64
+    max_batch_tokens: int = 16384  # tokens a batch holds: per row its prompt and its longest answer
+    stop: tuple[str, ...] = ("\n",)
+
+
+@dataclass
+class AnswerStats:
+    """Token accounting of one run: what was computed, and what of it was padding or waste."""
+
+    records: int = 0
+    prompt_tokens: int = 0  # tokens of all prompts, as if each were run on its own
+    computed_tokens: int = 0  # prompt tokens actually run: shared prefixes once, padding excluded
+    pad_tokens: int = 0
+    generated_tokens: int = 0  # generated tokens kept in answers
+    wasted_decode_tokens: int = 0  # generated tokens not kept (the stop string, EOS)
+    attention_pairs: int = 0  # (query, key) pairs of the useful tokens, for FLOP accounting
+    seconds: float = 0.0
+    per_prefix: list[int] = field(default_factory=list)  # length of each shared prefix computed
+
+    @property
+    def useful_tokens(self) -> int:
+        return self.computed_tokens + self.generated_tokens
+
+    @property
+    def padding_fraction(self) -> float:
+        total = self.useful_tokens + self.pad_tokens + self.wasted_decode_tokens
+        return (self.pad_tokens + self.wasted_decode_tokens) / total if total else 0.0
+
+
+def _left_pad(rows: Sequence[Sequence[int]], width: int, pad_id: int, device: torch.device):
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _broadcast_cache(prefix_cache: DynamicCache, rows: int) -> DynamicCache:
+    """A per-batch view of a batch-1 prefix cache: expanded, not copied (the first cache update
+    concatenates, which copies once); the prefix cache itself stays untouched for the next batch."""
+    cache = copy.copy(prefix_cache)
+    cache.layers = [copy.copy(layer) for layer in prefix_cache.layers]
+    for layer in cache.layers:
+        layer.keys = layer.keys.expand(rows, -1, -1, -1)
+        layer.values = layer.values.expand(rows, -1, -1, -1)
+    return cache
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
+    """Text before the first stop string, and whether there was one."""
+    cut = min((i for i in (text.find(s) for s in stops) if i >= 0), default=-1)
+    return (text, False) if cut < 0 else (text[:cut], True)
+
+
+class Answerer:
+    """Runs the forward passes for one (model, tokenizer, config) and keeps the token accounting."""
+
+    def __init__(self, model: PreTrainedModel, tokenizer, config: AnswerConfig):
+        self.model, self.tokenizer, self.config = model, tokenizer, config
+        self.device = next(model.parameters()).device
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        eos = model.generation_config.eos_token_id
+        self.eos = {eos} if isinstance(eos, int) else set(eos or [])
+        if tokenizer.eos_token_id is not None:
+            self.eos.add(tokenizer.eos_token_id)
+        self.stats = AnswerStats()
+        self._letters: dict[tuple[str, int], list[int]] = {}
+
+    def letter_ids(self, prompt: str, n: int) -> list[int]:
+        key = (prompt[-64:], n)
+        if key not in self._letters:
+            self._letters[key] = [continuation_token(self.tokenizer, prompt, c) for c in LETTERS[:n]]
+        return self._letters[key]
+
+    @torch.inference_mode()
+    def run(self, items: Sequence[Item], emit: Emit) -> None:
+        """Answer items of one format (all multiple choice, or all open-ended), batch by batch."""
+        if not items:
+            return
+        generate = items[0][0].format != "choice"
+        seqs = [ids for _, _, ids in items]
+        for group in self._groups(seqs, generate):
+            shared = group.prefix_len
+            prefix_cache = self._prefix(seqs[group.rows[0]][:shared]) if shared else None
+            lengths = [len(s) - shared for s in seqs]
+            reserved = shared + (self.config.max_new_tokens if generate else 0)
+            for batch in make_batches(
+                group.rows,
+                lengths,
+                max_rows=self.config.batch_size,
+                max_tokens=self.config.max_batch_tokens,
+                reserved=reserved,
+            ):
+                rows = [items[i] for i in batch.rows]
+                logits, cache, mask, last = self._prefill(
+                    [seqs[i][shared:] for i in batch.rows], batch.width, shared, prefix_cache, keep_cache=generate
+                )
+                suffix = [lengths[i] for i in batch.rows]
+                self.stats.computed_tokens += sum(suffix)
+                self.stats.pad_tokens += batch.pad_tokens(lengths)
+                self.stats.attention_pairs += sum(n * shared + n * (n + 1) // 2 for n in suffix)
+                if generate:
+                    done, generated = self._decode(rows, logits, cache, mask, last)
+                else:
+                    done, generated = self._read_letters(rows, logits), 0
+                emit(done, sum(suffix) + generated)
+
+    def _groups(self, seqs: Sequence[Sequence[int]], generate: bool) -> list[Group]:
+        """Prefix groups, unless a sliding attention window could reach across the padding that sits
+        between a shared prefix and a suffix (windows count cache slots, padding included)."""
+        window = getattr(self.model.config, "sliding_window", None)
+        longest = max(len(s) for s in seqs) + (self.config.max_new_tokens if generate else 0)
+        if window and longest > window:
+            return [Group(list(range(len(seqs))), 0)]
+        return group_by_prefix(seqs)
+
+    def _prefix(self, ids: list[int]) -> DynamicCache:
+        self.stats.computed_tokens += len(ids)
+        self.stats.attention_pairs += len(ids) * (len(ids) + 1) // 2
+        self.stats.per_prefix.append(len(ids))
+        prefix = torch.tensor([ids], device=self.device)
+        return self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+
+    def _prefill(self, rows, width: int, shared: int, prefix_cache, keep_cache: bool):
+        """Logits at each row's last prompt token; left padding sits between prefix and suffix."""
+        ids, mask = _left_pad(rows, width, self.pad_id, self.device)
+        positions = (shared + mask.cumsum(-1) - 1).clamp(min=shared)
+        cache = None
+        if prefix_cache is not None:
+            cache = _broadcast_cache(prefix_cache, len(rows))
+            mask = torch.cat([mask.new_ones(len(rows), shared), mask], dim=1)
+        elif keep_cache:
+            cache = DynamicCache(config=self.model.config)
+        out = self.model(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=cache is not None,
+            logits_to_keep=1,
+        )
+        return out.logits[:, -1], out.past_key_values, mask, positions[:, -1]
+
+    def _read_letters(self, rows: Sequence[Item], logits: torch.Tensor) -> list[Record]:
+        done = []
+        for row, (record, prompt, _) in enumerate(rows):
+            letter_logits = logits[row, self.letter_ids(prompt, len(record.choices or []))].float()
+            letter = LETTERS[int(letter_logits.argmax())]
+            done.append(_answered(record, prompt, letter, {"choice_logits": letter_logits.tolist()}))
+        return done
+
+    def _decode(self, rows: Sequence[Item], logits, cache, mask, last) -> tuple[list[Record], int]:
+        """Greedy decoding; a row stops at EOS or at a stop string that follows some text (models
+        often open with a newline), and then leaves the batch."""
+        tokens: list[list[int]] = [[] for _ in rows]
+        logprobs: list[list[float]] = [[] for _ in rows]
+        active = list(range(len(rows)))
+        positions = last
+        for step in range(self.config.max_new_tokens):
+            scores = logits.float().log_softmax(-1)
+            best = scores.argmax(-1)
+            keep = []
+            for j, row in enumerate(active):
+                token = int(best[j])
+                tokens[row].append(token)
+                logprobs[row].append(float(scores[j, token]))
+                text = self.tokenizer.decode(tokens[row], skip_special_tokens=True).lstrip()
+                if token not in self.eos and not cut_at_stop(text, self.config.stop)[1]:
+                    keep.append(j)
+            if not keep or step == self.config.max_new_tokens - 1:
+                break
+            if len(keep) < len(active):
+                index = torch.tensor(keep, device=self.device)
+                cache.batch_select_indices(index)
+                mask, positions, best = mask[index], positions[index], best[index]
+                active = [active[j] for j in keep]
+            mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
+            positions = positions + 1
+            self.stats.attention_pairs += int((positions + 1).sum())
+            logits = self.model(
+                input_ids=best[:, None],
+                attention_mask=mask,
+                position_ids=positions[:, None],
+                past_key_values=cache,
+                use_cache=True,
+                logits_to_keep=1,
+            ).logits[:, -1]
+        done, kept_total = [], 0
+        for row, (record, prompt, _) in enumerate(rows):
+            text, kept = self._answer_text(tokens[row])
+            kept_total += kept
+            done.append(_answered(record, prompt, text, {"token_logprobs": logprobs[row][:kept]}))
+        generated = sum(len(t) for t in tokens)
+        self.stats.generated_tokens += kept_total
+        self.stats.wasted_decode_tokens += generated - kept_total
+        return done, generated
+
+    def _answer_text(self, tokens: list[int]) -> tuple[str, int]:
+        """The answer (up to the first stop string or EOS) and how many tokens it takes; a token that
+        straddles the stop (".\\n") counts when it adds answer text before the stop."""
+        end = next((k for k, t in enumerate(tokens) if t in self.eos), len(tokens))
+        text = cut_at_stop(self.tokenizer.decode(tokens[:end], skip_special_tokens=True).lstrip(), self.config.stop)
+        answer = text[0].strip()
+        kept = 0
+        while kept < end and len(self.tokenizer.decode(tokens[:kept], skip_special_tokens=True).strip()) < len(answer):
+            kept += 1
+        return answer, kept
+
+
+def _answered(record: Record, prompt: str, output: str, scores: dict) -> Record:
+    """A copy with the new answer; grades and confidences of an older answer no longer apply."""
+    return dataclasses.replace(
+        record, prompt=prompt, output=output, scores=scores, correct=None, grader=None, confidences={}
+    )

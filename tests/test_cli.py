@@ -1,0 +1,167 @@
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from selfknow.cli import main
+from selfknow.data.records import read_records, write_records
+from tests.conftest import make_records
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    """Run the CLI in-process the way the console script does; returns (exit code, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["selfknow", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    return exit_info.value.code or 0, captured.out, captured.err
+
+
+def toy_file(tmp_path: Path, n: int = 12, format: str = "oe") -> Path:
+    path = tmp_path / f"toy-{format}.jsonl"
+    write_records(path, make_records(n, format))
+    return path
+
+
+@pytest.mark.parametrize("format", ["oe", "choice"])
+def test_answer_then_grade_writes_graded_records_and_prints_accuracy(
+    monkeypatch, capsys, tmp_path, tiny_llama_dir, format
+):
+    data, out = toy_file(tmp_path, format=format), tmp_path / "answers.jsonl"
+    code, stdout, _ = run_cli(
+        monkeypatch,
+        capsys,
+        "answer",
+        f"jsonl:{data}",
+        "-o",
+        str(out),
+        "--model",
+        str(tiny_llama_dir),
+        "--format",
+        format,
+        "--max-new-tokens",
+        "4",
+    )
+    assert code == 0 and "wrote 12 records" in stdout
+    code, stdout, _ = run_cli(monkeypatch, capsys, "grade", str(out))
+    graded = read_records(out)
+    assert code == 0 and "accuracy" in stdout
+    assert all(r.correct is not None and r.grader for r in graded)
+    assert {r.grader for r in graded} == {"choice" if format == "choice" else "numeric"}
+
+
+def test_every_command_has_help(monkeypatch, capsys):
+    for command in ("datasets", "models", "answer", "grade", "demo"):
+        code, stdout, _ = run_cli(monkeypatch, capsys, command, "--help")
+        assert code == 0 and "Usage" in stdout
+
+
+def test_datasets_lists_every_source(monkeypatch, capsys):
+    from selfknow.data.registry import SOURCES
+
+    code, stdout, _ = run_cli(monkeypatch, capsys, "datasets")
+    assert code == 0 and all(name in stdout for name in SOURCES)
+
+
+BAD_INPUTS = {
+    "malformed csv": ("csv", "question,answer\nWhat?,yes\nWhy?,no,extra\n", "malformed CSV"),
+    "missing column": ("csv", "question,reply\nWhat?,yes\n", "answer"),
+    "empty file": ("csv", "", "empty"),
+    "malformed jsonl": ("jsonl", '{"question": "What?", "answer": "yes"}\n{"question": \n', "malformed JSON"),
+}
+
+
+@pytest.mark.parametrize("case", BAD_INPUTS)
+def test_bad_files_fail_with_one_line_and_leave_existing_output_alone(
+    monkeypatch, capsys, tmp_path, tiny_llama_dir, case
+):
+    kind, text, message = BAD_INPUTS[case]
+    data = tmp_path / f"bad.{kind}"
+    data.write_text(text)
+    out = tmp_path / "answers.jsonl"
+    out.write_text("precious\n")
+    code, _, stderr = run_cli(
+        monkeypatch, capsys, "answer", f"{kind}:{data}", "-o", str(out), "-m", str(tiny_llama_dir)
+    )
+    assert code == 1 and message in stderr and str(data) in stderr
+    assert stderr.count("\n") == 1 and stderr.startswith("error: ")
+    assert out.read_text() == "precious\n"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["answer", "no-such-set", "-o", "x.jsonl"], "unknown dataset 'no-such-set'"),
+        (["answer", "countries", "-o", "x.jsonl", "-m", "./no/such/model"], "model path not found"),
+        (["answer", "countries", "-o", "x.jsonl", "--split", "nope"], "no 'nope' split"),
+        (["grade", "missing.jsonl"], "file not found"),
+    ],
+)
+def test_unknown_names_fail_with_one_line(monkeypatch, capsys, tmp_path, args, message):
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = run_cli(monkeypatch, capsys, *args)
+    assert code == 1 and message in stderr and stderr.count("\n") == 1
+
+
+def test_grading_an_unanswered_file_is_an_error_that_keeps_the_file(monkeypatch, capsys, tmp_path):
+    data = toy_file(tmp_path)
+    before = data.read_text()
+    code, _, stderr = run_cli(monkeypatch, capsys, "grade", str(data))
+    assert code == 1 and "has no output" in stderr
+    assert data.read_text() == before
+
+
+def test_killing_answer_midway_and_rerunning_loses_and_duplicates_nothing(tmp_path, tiny_llama_dir):
+    data, out = toy_file(tmp_path, n=120), tmp_path / "answers.jsonl"
+    command = [
+        sys.executable,
+        "-m",
+        "selfknow.cli",
+        "answer",
+        f"jsonl:{data}",
+        "-o",
+        str(out),
+        "-m",
+        str(tiny_llama_dir),
+        "--batch-size",
+        "4",
+        "--max-new-tokens",
+        "8",
+    ]
+    journal = tmp_path / "answers.jsonl.partial-0"
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and (not journal.exists() or journal.read_text().count("\n") < 8):
+        assert process.poll() is None, "the run finished before it could be killed; make it longer"
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = journal.read_text().count("\n")
+    assert 8 <= done_before < 120 and not out.exists()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]
+    assert ids == [r.id for r in read_records(data)]
+    assert not journal.exists()
+
+
+def test_two_processes_under_accelerate_give_the_records_of_one(tmp_path, tiny_llama_dir):
+    data = toy_file(tmp_path, n=30, format="choice")
+    args = ["-m", "selfknow.cli", "answer", f"jsonl:{data}", "-m", str(tiny_llama_dir), "-f", "choice"]
+    accelerate = Path(sys.executable).with_name("accelerate")
+    subprocess.run([sys.executable, *args, "-o", str(tmp_path / "one.jsonl")], check=True, capture_output=True)
+    subprocess.run(
+        [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", *args, "-o", str(tmp_path / "two.jsonl")],
+        check=True,
+        capture_output=True,
+    )
+    one, two = read_records(tmp_path / "one.jsonl"), read_records(tmp_path / "two.jsonl")
+    assert [(r.id, r.output) for r in one] == [(r.id, r.output) for r in two]
+    for a, b in zip(one, two, strict=True):
+        assert a.scores["choice_logits"] == pytest.approx(b.scores["choice_logits"], abs=1e-4)
