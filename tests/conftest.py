@@ -12,6 +12,7 @@ from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig, Lla
 from selfknow.data.records import Record
 from selfknow.models import ALIASES
 
+SHARED_MMLU = Path(__file__).resolve().parents[2] / "shared" / "data" / "mmlu"  # six subjects, beside the checkout
 TINY = {
     "hidden_size": 64,
     "intermediate_size": 128,

@@ -19,8 +19,9 @@ from selfknow.data.records import SPLITS, Record, write_records
 from selfknow.data.registry import SOURCES, load_dataset
 from selfknow.data.splits import rng_for, split_of, with_choices
 from selfknow.errors import DataError
+from tests.conftest import SHARED_MMLU
 
-MMLU_DIR = Path("/work/shared/data/mmlu")
+MMLU_DIR = SHARED_MMLU
 BUILTINS = ("countries", "elements", "arithmetic")
 
 # ----------------------------------------------------------------------------------------- fixtures

@@ -62,6 +62,16 @@ def print_stats(stats: AnswerStats) -> None:
         )
 
 
+def print_examples(records: list[Record]) -> None:
+    table = Table(title="examples")
+    for name in ("question", "answer", "gold", "correct"):
+        table.add_column(name)
+    for r in records:
+        gold = f"{r.gold_letter}: {r.answer}" if r.format == "choice" else r.answer
+        table.add_row(r.question, r.output or "", gold, "yes" if r.correct else "no")
+    console.print(table)
+
+
 @app.command()
 def datasets() -> None:
     """List the dataset sources and how to name them."""
@@ -167,7 +177,9 @@ def demo(
         console.rule(f"built-in test split, {format}")
         _, stats = api.answer_dataset("builtin", output=path, model=model, format=format, limit=limit)
         print_stats(stats)
-        print_accuracy(api.grade_file(path), f"{model}, {format}, graded by rule")
+        graded = api.grade_file(path)
+        print_examples(graded[:: max(1, len(graded) // 6)][:6])
+        print_accuracy(graded, f"{model}, {format}, graded by rule")
 
 
 def main() -> None:
