@@ -13,8 +13,16 @@ import datasets
 import pytest
 
 from selfknow.data import builtin, files, hub  # noqa: F401  (registers every source)
-from selfknow.data.builtin.arithmetic import ARITHMETIC_TASKS
-from selfknow.data.builtin.countries import clean_capital, clean_currency, countries
+from selfknow.data.builtin import SPLIT_FRACTIONS
+from selfknow.data.builtin.arithmetic import ARITHMETIC_TASKS, equations
+from selfknow.data.builtin.countries import (
+    clean_capital,
+    clean_currency,
+    clean_highest_point,
+    clean_internet_code,
+    clean_nationality,
+    countries,
+)
 from selfknow.data.records import SPLITS, Record, write_records
 from selfknow.data.registry import SOURCES, load_dataset
 from selfknow.data.splits import rng_for, split_of, with_choices
@@ -266,9 +274,50 @@ def test_builtin_is_deterministic_for_a_seed_and_changes_with_another(name: str)
 
 def test_builtin_has_several_thousand_questions_of_both_formats() -> None:
     oe, choice = load_dataset("builtin", format="oe"), load_dataset("builtin", format="choice")
-    assert len(oe) == len(choice) and len(oe) + len(choice) >= 5000
+    assert len(oe) == len(choice) and len(oe) >= 6000
     assert {r.dataset for r in oe} == set(BUILTINS)
     assert {r.task for r in oe if r.dataset == "arithmetic"} == set(ARITHMETIC_TASKS)
+    assert {r.task for r in oe if r.dataset == "countries"} == {
+        "capital", "currency", "continent", "nationality", "internet_code", "highest_point",
+    }  # fmt: skip
+    assert {r.task for r in oe if r.dataset == "elements"} == {
+        "symbol", "atomic_number", "name", "number_to_name", "period", "block", "group",
+    }  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_builtin_holds_out_2000_graded_questions_and_trains_on_2000(seed: int) -> None:
+    oe = load_dataset("builtin", format="oe", seed=seed)
+    splits = [r.split for r in oe]
+    assert splits.count("test") >= 2000 and splits.count("train") >= 2000
+    facts = sum(r.dataset != "arithmetic" for r in oe)
+    assert facts >= len(oe) / 3  # facts about the world, not mostly sums
+
+
+def test_builtin_split_fractions_are_40_20_40_by_entity() -> None:
+    assert SPLIT_FRACTIONS == (0.4, 0.2, 0.4)
+    entities = {(r.dataset, r.entity): r.split for r in load_dataset("builtin", format="oe")}
+    shares = [list(entities.values()).count(s) / len(entities) for s in ("train", "validation", "test")]
+    assert all(abs(share - want) < 0.03 for share, want in zip(shares, SPLIT_FRACTIONS, strict=True))
+
+
+def test_arithmetic_has_about_600_unique_equations_per_task_where_that_many_exist() -> None:
+    for task in ARITHMETIC_TASKS:
+        pairs = equations(task)
+        assert len(set(pairs)) == len(pairs)
+        assert len(pairs) == 81 if task in ("add-1d", "mul-1x1") else 500 <= len(pairs) <= 650
+
+
+def test_subtractions_are_never_negative_and_their_entity_is_the_ordered_pair() -> None:
+    records = [r for r in load_dataset("arithmetic") if r.task.startswith("sub-")]
+    assert {r.task for r in records} == {"sub-2d", "sub-3d"}
+    for r in records:
+        a, op, b = r.question.removeprefix("What is ").removesuffix("?").split()
+        assert op == "-" and int(a) >= int(b) and r.answer == str(int(a) - int(b))
+        assert r.entity == f"{a} - {b}" and r.id == f"arithmetic/{r.task}/{a}-{b}"
+        assert len(a) == len(b) == int(r.task[4])
+    choice = [r for r in load_dataset("arithmetic", format="choice") if r.task.startswith("sub-")]
+    assert any(r.answer == "0" for r in choice) and all(min(map(int, r.choices)) >= 0 for r in choice)
 
 
 def test_arithmetic_commutative_duplicates_share_an_entity_and_a_split() -> None:
@@ -314,6 +363,8 @@ def test_split_of_is_a_stable_hash_near_the_fractions() -> None:
     assert splits == [split_of("d", f"entity {i}", seed=0) for i in range(3000)]
     assert abs(splits.count("train") / 3000 - 0.6) < 0.03 and abs(splits.count("test") / 3000 - 0.2) < 0.03
     assert splits != [split_of("d", f"entity {i}", seed=1) for i in range(3000)]
+    wide = [split_of("d", f"entity {i}", 0, (0.4, 0.2, 0.4)) for i in range(3000)]
+    assert abs(wide.count("train") / 3000 - 0.4) < 0.03 and abs(wide.count("test") / 3000 - 0.4) < 0.03
 
 
 def test_with_choices_skips_duplicates_and_other_right_answers() -> None:
@@ -355,9 +406,10 @@ def test_capital_cleaning_drops_notes_and_descriptions_and_keeps_other_names() -
     assert "nr" not in c and "ee" not in c  # Nauru has no capital; the EU is not a country
 
 
-def test_every_capital_and_currency_is_clean_text() -> None:
+def test_every_factbook_answer_is_clean_text() -> None:
     for c in countries():
-        for gold, aliases in (c.capital, c.currency):
+        answers = (c.capital, c.currency, c.nationality, c.internet_code, c.highest_point)
+        for gold, aliases in (a for a in answers if a is not None):
             for text in (gold, *aliases):
                 assert text == text.strip() and text
                 assert not any(mark in text for mark in ("(", ")", ";", "&", "<", "note", "per US dollar"))
@@ -386,6 +438,74 @@ def test_transcontinental_countries_accept_both_continents() -> None:
     assert c["eg"].continent == ("Africa", ("Asia",))
     assert c["pp"].continent[0] == "Oceania" and "Australia" in c["pp"].continent[1]
     assert c["fr"].continent == ("Europe", ())
+
+
+def test_nationality_adjectives_with_other_forms_and_nouns_as_aliases() -> None:
+    c = by_code()
+    assert c["ke"].nationality == ("Kenyan", ("Kenyans",))  # adjective "Kenyan", noun "Kenyan(s)"
+    assert c["fr"].nationality == ("French", ("Frenchman", "Frenchwoman", "Frenchmen", "Frenchwomen"))
+    assert c["bb"].nationality == ("Barbadian", ("Bajan", "Barbadians"))  # "Barbadian or Bajan (colloquial)"
+    assert c["ac"].nationality == ("Antiguan", ("Barbudan", "Antiguans", "Barbudans"))  # "Antiguan, Barbudan"
+    assert c["tw"].nationality == ("Taiwanese", ())  # "Taiwan (or Taiwanese)": "Taiwan" repeats the name
+    assert c["cf"].nationality == ("Congolese", ())  # "Congolese or Congo"
+    assert c["sa"].nationality == ("Saudi Arabian", ("Saudis", "Saudi"))  # "Saudi" added: echo-safe
+    assert c["sn"].nationality == ("Singaporean", ("Singaporeans",))  # adjective "Singapore": the noun serves
+    assert c["gm"].nationality == ("German", ("Germans",))  # "German" is not "Germany"
+    assert c["la"].nationality == ("Lao", ("Laotian", "Laotians"))  # noun "Lao(s)": "Laos" is the name
+    assert c["wz"].nationality[0] == "Swati" and "Swazi" in c["wz"].nationality[1]
+    assert c["ct"].nationality is None and c["dr"].nationality is None  # only the name itself
+    assert c["vt"].nationality is None and c["tk"].nationality is None  # "none"
+    assert clean_nationality("NA", "NA (US citizens)", "Northern Mariana Islands") is None
+
+
+def test_internet_codes_take_the_first_code_and_skip_english_words() -> None:
+    c = by_code()
+    assert c["fr"].internet_code == (".fr", ("fr",))  # "metropolitan France - .fr; French Guiana - .gf; ..."
+    assert c["uk"].internet_code == (".uk", ("uk",)) and c["gm"].internet_code == (".de", ("de",))
+    assert clean_internet_code(".is") is None and c["it"].internet_code is None  # graded: "... is ..."
+    records = [r for r in load_dataset("countries") if r.task == "internet_code"]
+    assert len(records) > 200 and all(r.answer.startswith(".") and len(r.answer) == 3 for r in records)
+
+
+def test_highest_points_are_named_peaks_with_short_names_as_aliases() -> None:
+    c = by_code()
+    assert c["ar"].highest_point == ("Cerro Aconcagua", ("Aconcagua",))
+    assert c["np"].highest_point == c["ch"].highest_point == ("Mount Everest", ("Everest",))
+    assert c["tz"].highest_point == ("Kilimanjaro", ())
+    assert c["ke"].highest_point == ("Mount Kenya", ())  # no alias "Kenya": that is the question's name
+    assert c["mi"].highest_point == ("Sapitwa", ("Mount Mlanje", "Mlanje"))
+    assert c["gy"].highest_point == ("Laberintos del Norte", ("Mount Roraima", "Roraima"))
+    assert c["us"].highest_point == ("Mount McKinley", ("McKinley", "Denali"))
+    assert c["kz"].highest_point == ("Pik Khan-Tengri", ("Khan-Tengri",))  # "... 7,010 m<br>note - ..."
+    for code in ("bf", "cj", "ga", "mv", "sa", "mn"):  # unnamed, "1 km SW of ...", a golf tee, a range, a road
+        assert c[code].highest_point is None
+    assert clean_highest_point("xx", "unnamed elevation 675 m; located 2.5 km southeast of ...", "X") is None
+
+
+# ----------------------------------------------------------------------------------------- elements
+
+
+def elements_by(task: str) -> dict[str, Record]:
+    return {r.entity: r for r in load_dataset("elements") if r.task == task}
+
+
+def test_element_places_in_the_periodic_table() -> None:
+    period, block, group = elements_by("period"), elements_by("block"), elements_by("group")
+    assert period["Iron"].answer == "4" and block["Iron"].answer == "d" and group["Iron"].answer == "8"
+    assert block["Iron"].aliases == ["d-block"] and period["Iron"].question.endswith("is iron?")
+    assert (period["Hydrogen"].answer, block["Hydrogen"].answer, group["Hydrogen"].answer) == ("1", "s", "1")
+    assert period["Oganesson"].answer == "7" and block["Cerium"].answer == "f" and "Cerium" not in group
+    for disputed in ("Lanthanum", "Actinium", "Lutetium", "Lawrencium"):
+        assert disputed not in block and disputed not in group and disputed in period
+    assert len(period) == 118 and len(block) == 114 and len(group) == 88
+
+
+def test_element_names_from_atomic_numbers() -> None:
+    by_number = {r.question: r for r in elements_by("number_to_name").values()}
+    gold = by_number["Which chemical element has atomic number 79?"]
+    assert gold.answer == "Gold" and gold.id == "elements/number_to_name/gold"
+    assert by_number["Which chemical element has atomic number 26?"].answer == "Iron"
+    assert by_number["Which chemical element has atomic number 13?"].aliases == ["Aluminium"]
 
 
 # ----------------------------------------------------------------------------------------- local files

@@ -40,14 +40,16 @@ def answer_dataset(
     device: str = "auto",
     trust_remote_code: bool = False,
     progress: bool = True,
+    loaded: tuple | None = None,
 ) -> tuple[list[Record], AnswerStats]:
     """Load a dataset split, answer it with a model, and (with ``output``) journal to a JSONL file.
 
-    Rerunning with the same ``output`` resumes where a killed run stopped.
+    Rerunning with the same ``output`` resumes where a killed run stopped. ``loaded`` passes an already
+    loaded (model, tokenizer) for ``model`` instead of loading it again.
     """
     records = load_dataset(dataset, split=split, format=format, seed=seed, columns=columns, limit=limit)
     pool = fewshot_pool(dataset, format=format, seed=seed, columns=columns) if kshot > 0 else []
-    lm, tokenizer = load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+    lm, tokenizer = loaded or load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     prompter = Prompter(tokenizer, PromptStyle(chat=chat, kshot=kshot, seed=seed), pool)
     return answer_records(lm, tokenizer, records, prompter=prompter, config=config, output=output, progress=progress)
 

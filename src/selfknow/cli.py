@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -18,6 +19,7 @@ from selfknow.errors import DataError, SelfknowError
 from selfknow.grade import STRATEGIES, accuracy_table
 from selfknow.judge import Judge
 from selfknow.models import ALIASES, DEFAULT_MODEL, cache_dir
+from selfknow.pipeline import STAGES, Run, RunConfig
 
 app = typer.Typer(
     help="selfknow: answers from language models with confidences you can trust.",
@@ -180,6 +182,87 @@ def demo(
         graded = api.grade_file(path)
         print_examples(graded[:: max(1, len(graded) // 6)][:6])
         print_accuracy(graded, f"{model}, {format}, graded by rule")
+
+
+def _options(pairs: list[str]) -> dict[str, dict]:
+    """``ct.epochs=2`` → {"ct": {"epochs": 2}}; values are read as JSON when they parse, else as text."""
+    options: dict[str, dict] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        name, dot, setting = key.partition(".")
+        if not sep or not dot or not name or not setting:
+            raise DataError(f"--option expects ESTIMATOR.SETTING=VALUE, got '{pair}'")
+        try:
+            parsed = json.loads(value)
+        except json.JSONDecodeError:
+            parsed = value
+        options.setdefault(name, {})[setting] = parsed
+    return options
+
+
+@app.command()
+def tune(
+    run_dir: Annotated[Path, typer.Argument(help="Run directory; rerunning resumes it stage by stage.")],
+    config: Annotated[Path | None, typer.Option(help="JSON file of run settings (flags override it).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Model spec (default: smollm2).")] = None,
+    dataset: Annotated[str | None, typer.Option(help="Dataset spec (default: builtin).")] = None,
+    format: Annotated[str | None, typer.Option("--format", "-f", help="oe or choice (default: oe).")] = None,
+    train_limit: Annotated[int | None, typer.Option(help="Seeded subset of the train split.")] = None,
+    validation_limit: Annotated[int | None, typer.Option(help="Seeded subset of the validation split.")] = None,
+    test_limit: Annotated[int | None, typer.Option(help="Seeded subset of the test split.")] = None,
+    estimators: Annotated[
+        str | None, typer.Option(help="Comma-separated estimators (default: all for the format).")
+    ] = None,
+    option: Annotated[list[str], typer.Option(help="ESTIMATOR.SETTING=VALUE, e.g. ct.epochs=2 (repeatable).")] = [],  # noqa: B006
+    stages: Annotated[str, typer.Option(help="Comma-separated stages to run.")] = ",".join(STAGES),
+    seed: Annotated[int | None, typer.Option(help="Seed for subsets, prompts and training (default: 0).")] = None,
+) -> None:
+    """Answer, grade, fit every estimator, score and evaluate in a run directory (resumable)."""
+    settings = json.loads(config.read_text()) if config else {}
+    flags = {"model": model, "dataset": dataset, "format": format, "seed": seed}
+    settings.update({k: v for k, v in flags.items() if v is not None})
+    limits = {"train": train_limit, "validation": validation_limit, "test": test_limit}
+    settings["limits"] = {**settings.get("limits", {}), **{k: v for k, v in limits.items() if v is not None}}
+    if estimators:
+        settings["estimators"] = [e.strip() for e in estimators.split(",") if e.strip()]
+    for name, values in _options(option).items():
+        settings.setdefault("options", {}).setdefault(name, {}).update(values)
+    try:
+        run_config = RunConfig(**settings)
+    except TypeError as err:
+        raise DataError(f"bad run settings: {err}") from None
+    summary = Run(run_dir, run_config).run([s.strip() for s in stages.split(",") if s.strip()])
+    if summary:
+        console.print((run_dir / "evaluation" / "report.md").read_text().split("## By dataset")[0])
+        console.print(f"best on validation: {summary['best']}; report: {run_dir / 'evaluation' / 'report.md'}")
+
+
+@app.command()
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `selfknow tune`.")],
+) -> None:
+    """Score the validation and test splits with every fitted estimator and write the report."""
+    run = Run(run_dir)
+    run.run(["score", "evaluate"])
+    console.print((run_dir / "evaluation" / "report.md").read_text().split("## By dataset")[0])
+
+
+@app.command()
+def ask(
+    question: Annotated[list[str], typer.Argument(help="One or more questions.")],
+    run: Annotated[Path, typer.Option("--run", "-r", help="Run directory made by `selfknow tune`.")] = Path(
+        "runs/demo"
+    ),
+    estimator: Annotated[str | None, typer.Option(help="Estimator (default: the run's best on validation).")] = None,
+) -> None:
+    """Answer with the base model and give the probability the answer is correct."""
+    from selfknow.ask import Asker
+
+    for reply in Asker(run, estimator).ask(question):
+        console.print(
+            f"[bold]{reply.question}[/bold]\n  {reply.answer}\n  P(correct) = {reply.confidence:.2f} "
+            f"({reply.estimator})"
+        )
 
 
 def main() -> None:

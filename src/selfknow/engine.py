@@ -57,7 +57,7 @@ class AnswerStats:
         return (self.pad_tokens + self.wasted_decode_tokens) / total if total else 0.0
 
 
-def _left_pad(rows: Sequence[Sequence[int]], width: int, pad_id: int, device: torch.device):
+def left_pad(rows: Sequence[Sequence[int]], width: int, pad_id: int, device: torch.device):
     ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
     mask = torch.zeros((len(rows), width), dtype=torch.long)
     for i, row in enumerate(rows):
@@ -154,7 +154,7 @@ class Answerer:
 
     def _prefill(self, rows, width: int, shared: int, prefix_cache, keep_cache: bool):
         """Logits at each row's last prompt token; left padding sits between prefix and suffix."""
-        ids, mask = _left_pad(rows, width, self.pad_id, self.device)
+        ids, mask = left_pad(rows, width, self.pad_id, self.device)
         positions = (shared + mask.cumsum(-1) - 1).clamp(min=shared)
         cache = None
         if prefix_cache is not None:

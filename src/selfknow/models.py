@@ -11,6 +11,8 @@ import importlib.util
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -151,6 +153,16 @@ def _prepare_tokenizer(tokenizer: PreTrainedTokenizerBase, model: PreTrainedMode
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit and (tokenizer.model_max_length is None or tokenizer.model_max_length > limit):
         tokenizer.model_max_length = limit
+
+
+@contextmanager
+def adapters_off(model: PreTrainedModel) -> Iterator[PreTrainedModel]:
+    """The base model's behaviour: PEFT adapters disabled inside the block (a plain model is unchanged)."""
+    if hasattr(model, "disable_adapter"):
+        with model.disable_adapter():
+            yield model
+    else:
+        yield model
 
 
 def load_model(

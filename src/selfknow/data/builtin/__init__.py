@@ -10,8 +10,11 @@ from __future__ import annotations
 from selfknow.data.builtin.arithmetic import load_arithmetic
 from selfknow.data.builtin.countries import load_countries
 from selfknow.data.builtin.elements import load_elements
+from selfknow.data.builtin.facts import SPLIT_FRACTIONS
 from selfknow.data.records import Record
 from selfknow.data.registry import Request, register
+
+__all__ = ["SPLIT_FRACTIONS", "load_builtin"]
 
 
 @register("builtin", kind="built-in", description="countries + elements + arithmetic")

@@ -1,8 +1,10 @@
-"""Capitals, currencies and continents from the CIA World Factbook, cleaned into golds and aliases.
+"""Capitals, currencies, continents, nationality adjectives, internet codes and highest points from the
+CIA World Factbook, cleaned into golds and aliases.
 
 The Factbook's text is written for people ("La Paz (administrative capital); Sucre (constitutional
 [legislative and judicial] capital)", "euros (EUR) per US dollar -"); the cleaning here turns every entry
-into one gold and the other answers that count as right, and was checked on all of them.
+into one gold and the other answers that count as right, and was checked on all of them. An entry with
+no clean answer (no adjective, an unnamed hill) gives no question rather than a doubtful one.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from selfknow.data.builtin.facts import Fact, package_dir, to_records, unique_aliases
+from selfknow.data.builtin.facts import Fact, accentless, package_dir, to_records, unique_aliases
 from selfknow.data.records import Record
 from selfknow.data.registry import Request, register
 
@@ -52,6 +54,21 @@ _EXTRA_ALIASES = {
     ("currency", "pe"): ("sol", "Peruvian sol"),
     ("currency", "bk"): ("convertible mark",),
     ("currency", "is"): ("shekel",),
+    ("nationality", "sa"): ("Saudi",),  # a word of the name, but "Saudi Arabia" in an answer is an echo
+    ("nationality", "wz"): ("Swazi",),  # "note - former term, Swazi, still used among English speakers"
+    ("nationality", "bc"): ("Botswanan",),
+    ("nationality", "np"): ("Nepalese",),
+    ("nationality", "kv"): ("Kosovar",),
+    ("nationality", "ar"): ("Argentinian",),
+    ("nationality", "iv"): ("Ivorian",),
+    ("nationality", "cn"): ("Comorian",),
+    ("nationality", "cv"): ("Cape Verdean",),
+    ("nationality", "es"): ("Salvadorian",),
+    ("nationality", "kg"): ("Kyrgyz",),
+    ("nationality", "kz"): ("Kazakh",),
+    ("nationality", "ti"): ("Tajik",),
+    ("nationality", "uz"): ("Uzbek",),
+    ("nationality", "tx"): ("Turkmen",),
 }
 _USED = {"US dollar": ("US dollars", "USD", "United States dollar"), "euro": ("euros", "EUR")}
 _CFA = {"XOF": "West African CFA franc", "XAF": "Central African CFA franc", "XPF": "CFP franc"}
@@ -125,6 +142,118 @@ def clean_currency(text: str) -> tuple[str, tuple[str, ...]] | None:
     return gold, unique_aliases([*forms, *codes], gold)
 
 
+def _words(text: str) -> list[str]:
+    """Lower-case accent-free words: what the grader compares."""
+    return re.findall(r"[a-z0-9]+", accentless(text).lower())
+
+
+def _in_name(form: str, name: str) -> bool:
+    """Whether the country's name contains the form as whole words ("Saudi" in "Saudi Arabia", "Central
+    African" in "Central African Republic", not "German" in "Germany"): such an answer repeats the question."""
+    phrase, words = _words(form), _words(name)
+    return any(words[i : i + len(phrase)] == phrase for i in range(len(words) - len(phrase) + 1))
+
+
+def _forms(text: str) -> list[tuple[str, str | None]]:
+    """The alternatives of a Factbook adjective or noun entry, notes and annotations removed, each with
+    its plural where the entry marks one.
+
+    ``"Barbadian or Bajan (colloquial)"``, ``"Motswana (singular), Batswana (plural)"``, ``"Taiwan (or
+    Taiwanese)"`` and ``"Micronesian; Chuukese, Kosraen(s), ..."`` each give their names, one per form;
+    "Kenyan(s)" gives (Kenyan, Kenyans) and "Frenchman(men)" (Frenchman, Frenchmen).
+    """
+    text = re.split(r";\s*note\b", _plain(text))[0]
+    forms: list[tuple[str, str | None]] = []
+    for part in re.split(r"\s*(?:;|,|\bor\b)\s*", re.sub(r"\(or ([^()]*)\)", r" or \1", text)):
+        form = _PAREN.sub("", part).strip()
+        if form and form.casefold() not in ("na", "none"):
+            plural = form + "s" if "(s)" in part else re.sub(r"man$", "men", form) if "men)" in part else None
+            forms.append((form, plural))
+    return forms
+
+
+def clean_nationality(adjective: str, noun: str, name: str) -> tuple[str, tuple[str, ...]] | None:
+    """Gold nationality adjective, with the other adjectives, the nouns and their plurals as aliases, or None.
+
+    Forms that the country's name contains as words ("Congo" for the Republic of the Congo, "Saudi" for
+    Saudi Arabia, "Luxembourg") are dropped, since repeating the question would earn them; when that leaves
+    no adjective the first noun is the gold ("Singaporean", "Gibraltarian", "New Zealander"), and when it
+    leaves nothing (Central African Republic, Dominican Republic) the country gets no question. A plural is
+    never the gold.
+    """
+    forms = _forms(adjective) + _forms(noun)
+    singular = [f for f, _ in forms if not _in_name(f, name)]
+    plural = [p for _, p in forms if p and not _in_name(p, name)]
+    return (singular[0], unique_aliases(singular[1:] + plural, singular[0])) if singular else None
+
+
+# Two-letter codes that are English words: the grader drops the dot, so ".is" would match any "... is ...".
+_WORD_CODES = {"am", "as", "at", "be", "by", "do", "go", "he", "if", "in", "is", "it", "me", "my", "no", "of", "on",
+               "or", "so", "to", "up", "us", "we"}  # fmt: skip
+
+
+def clean_internet_code(text: str) -> tuple[str, tuple[str, ...]] | None:
+    """Gold internet country code (".fr") with the bare code as alias, or None.
+
+    France's entry lists its overseas departments ("metropolitan France - .fr; French Guiana - .gf; ...")
+    and gives its first code. Codes that are English words (.it, .in, .us, .no) give None: see _WORD_CODES.
+    """
+    found = re.search(r"\.([a-z]{2})\b", _plain(text))
+    if found is None or found.group(1) in _WORD_CODES:
+        return None
+    return found.group(), (found.group(1),)
+
+
+# Peak-name prefixes; the name without them ("Everest", "Aconcagua", "Orizaba") also counts as right.
+_PEAK_PREFIX = re.compile(
+    r"^(?:Mount|Mt\.|Cerro|Nevado|Volcan|Pico(?: de)?|Gora|Pik|Hora|Kuh-e|Gunung|Jabal|Jebel) (?=[A-Z])"
+)
+_PEAK_ALIAS = re.compile(r"[A-Z][\w'.-]*(?: (?:[A-Z][\w'.-]*|e|de|del|do|da|la))*")
+_NOT_A_NAME = re.compile(r"\b(?:unnamed|range|pre-eruption|and|golf)\b|^[^A-Z]|,")
+_BARE_WORDS = {"Scenery", "Sage"}  # "Mount Scenery" without its prefix is an English word
+_PEAK_FIX = {
+    # Italy: "Mont Blanc (Monte Bianco) de Courmayeur (a secondary peak of Mont Blanc)"
+    "it": ("Mont Blanc de Courmayeur", ("Monte Bianco di Courmayeur", "Mont Blanc", "Monte Bianco")),
+    "rs": ("Mount Elbrus", ("Elbrus", "Gora El'brus")),  # "Gora El'brus": graded as "el brus"
+    "us": ("Mount McKinley", ("McKinley", "Denali")),  # its name from 2015 to 2025 was Denali
+    "nz": ("Aoraki / Mount Cook", ("Aoraki", "Mount Cook")),  # "Aoraki/Mount Cook 3,724 m; note - ..."
+    "sp": ("Pico de Teide", ("Teide", "Mount Teide")),  # "Pico de Teide (Tenerife) on Canary Islands"
+    "sw": ("Kebnekaise", ("Kebnekaise South",)),  # "Kebnekaise South": its south summit
+}
+_PEAK_SKIP = {  # entries that name no single peak a question could ask for
+    "is",  # the highest named point; the note says the highest point is an unnamed dome beside it
+    "mn",  # "Chemin des Revoires on Mont Agel": a road on the slope of a mountain in France
+    "sh",  # three islands' peaks in one entry
+}
+
+
+def clean_highest_point(code: str, text: str, name: str) -> tuple[str, tuple[str, ...]] | None:
+    """Gold name of a country's highest point and aliases, or None when the entry names no point.
+
+    ``"Cerro Aconcagua (located in ...; highest point in South America) 6,962 m"`` gives Cerro Aconcagua
+    with alias Aconcagua; a parenthesis that names the peak (``Sapitwa (Mount Mlanje)``) gives an alias
+    and one that describes it is dropped; "Peak on Mount Y" keeps the peak with Mount Y as alias and
+    "Peak on Island" keeps the peak. Unnamed points, descriptions ("1 km SW of The Bluff on Cayman Brac"),
+    ranges and points that need a sentence (Israel, Monaco, Saint Helena) give None; a few well-known
+    names the entry spells otherwise are in _PEAK_FIX. Aliases the country's name contains ("Kenya" from
+    Mount Kenya) are dropped.
+    """
+    if code in _PEAK_FIX:
+        return _PEAK_FIX[code]
+    text = _plain(re.split(r"<br>", text)[0])
+    names = [inner.strip() for inner in _PAREN.findall(text) if _PEAK_ALIAS.fullmatch(inner.strip())]
+    head = re.sub(r",?\s+[\d,]+(?:\s*m)?(?:\s.*)?$", "", _PAREN.sub("", text).split(";")[0]).strip()
+    peak, _, base = head.partition(" on ")
+    if code in _PEAK_SKIP or _NOT_A_NAME.search(head):
+        return None
+    names = [*peak.split("/"), *names, *([base] if re.match(r"(?:Mount|Mont|Monte) ", base) else [])]
+    for n in list(names):
+        while (short := _PEAK_PREFIX.sub("", n)) != n:
+            names.append(n := short)
+    names = [n for n in names if n not in _BARE_WORDS and not _in_name(n, name)]
+    return (names[0], unique_aliases(names[1:], names[0])) if names else None
+
+
 _TAKES_THE = re.compile(
     r"^(United|Holy|Isle|Federated|Democratic|Republic)\b"
     r"|(Islands|Republic|Netherlands|Philippines|Maldives|Comoros|Seychelles)$"
@@ -138,15 +267,21 @@ def _article(name: str) -> str:
     return f"the {name}" if _TAKES_THE.search(name) else name
 
 
+Gold = tuple[str, tuple[str, ...]]  # (gold answer, aliases)
+
+
 @dataclass(frozen=True)
 class Country:
     code: str
     region: str
     name: str
-    capital: tuple[str, tuple[str, ...]]
-    currency: tuple[str, tuple[str, ...]]
-    continent: tuple[str, tuple[str, ...]]
+    capital: Gold
+    currency: Gold
+    continent: Gold
     population: int | None
+    nationality: Gold | None = None  # None: no question of that task about this country
+    internet_code: Gold | None = None
+    highest_point: Gold | None = None
 
 
 def _text(data: dict[str, Any], *keys: str) -> str | None:
@@ -183,6 +318,13 @@ def countries() -> tuple[Country, ...]:
             continue
         other = (_ALSO_ON[code],) if code in _ALSO_ON else ()
         population = re.match(r"[\d,]+", _text(data, "People and Society", "Population", "total") or "")
+        people = data.get("People and Society", {})
+        adjective, noun = (_text(people, "Nationality", part) or "" for part in ("adjective", "noun"))
+        nationality = clean_nationality(adjective, noun, name)
+        if nationality is not None:
+            nationality = (nationality[0], nationality[1] + _EXTRA_ALIASES.get(("nationality", code), ()))
+        internet = _text(data, "Communications", "Internet country code")
+        peak = _text(data, "Geography", "Elevation", "highest point")
         out.append(
             Country(
                 code=code,
@@ -192,6 +334,9 @@ def countries() -> tuple[Country, ...]:
                 currency=(currency_gold[0], currency_gold[1] + _EXTRA_ALIASES.get(("currency", code), ())),
                 continent=(continent, other + (("Australia",) if continent == "Oceania" else ())),
                 population=int(population.group().replace(",", "")) if population else None,
+                nationality=nationality,
+                internet_code=clean_internet_code(internet) if internet else None,
+                highest_point=clean_highest_point(code, peak, name) if peak else None,
             )
         )
     return tuple(out)
@@ -200,17 +345,22 @@ def countries() -> tuple[Country, ...]:
 @register(
     "countries",
     kind="built-in",
-    description="capitals, currencies and continents of 232 countries and territories (CIA World Factbook)",
+    description="capitals, currencies, continents, nationality adjectives, internet codes and highest points "
+    "of 232 countries and territories (CIA World Factbook)",
 )
 def load_countries(request: Request) -> list[Record]:
     facts = []
     for c in countries():
         meta = {"country": c.name, "region": c.region, "population": c.population}
         the = _article(c.name)
-        for task, question, (gold, aliases) in (
+        for task, question, answer in (
             ("capital", f"What is the capital of {the}?", c.capital),
             ("currency", f"What is the currency of {the}?", c.currency),
             ("continent", f"On which continent is {the}?", c.continent),
+            ("nationality", f"What adjective describes people from {the}?", c.nationality),
+            ("internet_code", f"What is the internet country code of {the}?", c.internet_code),
+            ("highest_point", f"What is the highest point in {the}?", c.highest_point),
         ):
-            facts.append(Fact(task, c.code, c.code, question, gold, aliases, meta))
+            if answer is not None:
+                facts.append(Fact(task, c.code, c.code, question, answer[0], answer[1], meta))
     return to_records("countries", facts, request)

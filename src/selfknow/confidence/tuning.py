@@ -1,0 +1,410 @@
+"""Calibration tuning: LoRA trained so the uncertainty query's answer is a calibrated P(correct).
+
+Loss per batch (Kapoor et al. 2024; spec §8)::
+
+    loss = CE(option logits, grade) + w · Σ_answer positions D(base ‖ tuned) / batch size
+
+where D is the Jensen-Shannon divergence by default (forward or reverse KL as options) between the
+base model's and the tuned model's next-token distributions at the positions that predict the answer
+tokens inside the query text. That keeps the tuned model's view of the answer close to the base
+model's, so the query reads the model's own knowledge. The base distribution never changes, so it is
+computed once, as its top-k probabilities plus the remaining mass, in the same pass that caches the
+frozen lower layers' activations: the regularizer costs no second base-model pass.
+
+With ``top_layers=k`` LoRA sits on the top k layers only; the activations entering layer N-k are
+computed once (they cannot change) and training runs the top k layers alone. The loss is a
+``transformers.Trainer.compute_loss`` override, so ``accelerate launch`` runs it on several processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from accelerate.utils import gather_object
+from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
+from torch import nn
+from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+
+from selfknow.batching import make_batches
+from selfknow.confidence.query import QueryText, option_ids
+from selfknow.distributed import process_state
+from selfknow.engine import left_pad
+from selfknow.models import adapters_off
+from selfknow.progress import token_progress
+
+REGULARIZERS = ("jsd", "forward_kl", "reverse_kl", "none")
+
+
+@dataclass
+class TuningConfig:
+    """Settings of one tuning run (LoRA, optimisation, regularizer); saved with the adapter."""
+
+    top_layers: int | None = 10  # LoRA on the top k layers, lower activations cached; None: every layer
+    rank: int = 8
+    alpha: int = 32
+    dropout: float = 0.1
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    epochs: int = 3
+    lr: float = 1e-3
+    batch_size: int = 16
+    regularizer: str = "jsd"
+    kl_weight: float = 1.0
+    kl_topk: int = 16
+    head: str = "query"  # "query": calibration tuning; "probe": LoRA + an MLP head on the last hidden state
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.regularizer not in REGULARIZERS:
+            raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {self.regularizer!r}")
+
+    def lora(self, num_layers: int) -> LoraConfig:
+        layers = None if self.top_layers is None else list(range(num_layers - self.top_layers, num_layers))
+        return LoraConfig(
+            r=self.rank,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=list(self.target_modules),
+            layers_to_transform=layers,
+            layers_pattern="layers" if layers else None,
+        )
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def num_layers(model) -> int:
+    return model.config.get_text_config().num_hidden_layers
+
+
+def start_layer(model, config: TuningConfig) -> int:
+    return 0 if config.top_layers is None else num_layers(model) - config.top_layers
+
+
+def output_logits(model, hidden: torch.Tensor) -> torch.Tensor:
+    """The LM head on some hidden states, with the final soft-capping models like Gemma 2 apply."""
+    logits = model.get_output_embeddings()(hidden)
+    cap = getattr(model.config.get_text_config(), "final_logit_softcapping", None)
+    return torch.tanh(logits / cap) * cap if cap else logits
+
+
+class _Passthrough(nn.Module):
+    def forward(self, hidden_states: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return hidden_states
+
+
+@contextlib.contextmanager
+def lower_layers_skipped(decoder: nn.Module, start: int) -> Iterator[None]:
+    """Inside the block the decoder's first ``start`` layers pass their input through, so activations
+    cached at layer ``start`` can be fed as ``inputs_embeds``. The layer list keeps its length, so
+    per-layer settings (sliding or global attention) stay where they were."""
+    layers = decoder.layers
+    decoder.layers = nn.ModuleList([_Passthrough() for _ in range(start)] + list(layers[start:]))
+    try:
+        yield
+    finally:
+        decoder.layers = layers
+
+
+class CalibrationModel(nn.Module):
+    """What the Trainer trains: the PEFT model (adapters inside) plus an optional probe head.
+
+    Forward takes either token ids (full model) or activations cached at ``start`` (top layers only),
+    and returns the two option logits (or the head's logits) at the last position and the
+    log-probabilities at the answer positions given as (row, column) pairs.
+    """
+
+    def __init__(self, peft_model, start: int, options: tuple[int, int], head: nn.Module | None = None):
+        super().__init__()
+        self.peft_model, self.start, self.head = peft_model, start, head
+        self.register_buffer("options", torch.tensor(options), persistent=False)
+
+    def forward(self, attention_mask, position_ids, answer_rows, answer_cols, input_ids=None, hidden=None, **_):
+        causal_lm = self.peft_model.get_base_model()
+        decoder = causal_lm.get_decoder()
+        if hidden is None:
+            states = decoder(
+                input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+            ).last_hidden_state
+        else:
+            with lower_layers_skipped(decoder, self.start):
+                states = decoder(
+                    inputs_embeds=hidden, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+                ).last_hidden_state
+        last = states[:, -1]
+        head = self.head(last) if self.head is not None else output_logits(causal_lm, last)[:, self.options]
+        answer = output_logits(causal_lm, states[answer_rows, answer_cols]).float().log_softmax(-1)
+        return {"option_logits": head.float(), "answer_logprobs": answer}
+
+
+def divergence(tuned_logprobs, base_ids, base_logprobs, kind: str) -> torch.Tensor:
+    """Per-position divergence between the base distribution, known as its top-k probabilities plus
+    the remaining mass, and the tuned distribution collapsed onto the same k + 1 outcomes."""
+    q_top = base_logprobs.exp()
+    q = torch.cat([q_top, (1 - q_top.sum(-1, keepdim=True)).clamp(min=0)], -1).clamp(min=1e-12)
+    p_top = tuned_logprobs.gather(-1, base_ids).exp()
+    p = torch.cat([p_top, (1 - p_top.sum(-1, keepdim=True)).clamp(min=0)], -1).clamp(min=1e-12)
+
+    def kl(a, b):
+        return (a * (a.log() - b.log())).sum(-1)
+
+    if kind == "forward_kl":
+        return kl(q, p)
+    if kind == "reverse_kl":
+        return kl(p, q)
+    m = (p + q) / 2
+    return 0.5 * kl(p, m) + 0.5 * kl(q, m)
+
+
+class CachedQueries(torch.utils.data.Dataset):
+    """Tensors per query: cached activations (or ids), the grade, and the base top-k at answer positions."""
+
+    def __init__(self, items: list[dict[str, torch.Tensor]]):
+        self.items = items
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        return self.items[index]
+
+
+def collate(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+    """Left-pad to the longest row; answer positions shift by each row's padding."""
+    width = max(len(item["positions"]) for item in items)
+    mask = torch.zeros(len(items), width, dtype=torch.long)
+    for row, item in enumerate(items):
+        mask[row, width - len(item["positions"]) :] = 1
+    batch: dict[str, torch.Tensor] = {"attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0)}
+    key = "hidden" if "hidden" in items[0] else "input_ids"
+    first = items[0][key]
+    padded = first.new_zeros(len(items), width, *first.shape[1:])
+    for row, item in enumerate(items):
+        padded[row, width - len(item[key]) :] = item[key]
+    batch[key] = padded
+    rows, cols = [], []
+    for row, item in enumerate(items):
+        offset = width - len(item["positions"])
+        cols += (item["answer_positions"] + offset).tolist()
+        rows += [row] * len(item["answer_positions"])
+    batch["answer_rows"], batch["answer_cols"] = torch.tensor(rows, dtype=torch.long), torch.tensor(cols)
+    batch["labels"] = torch.stack([item["label"] for item in items])
+    batch["base_ids"] = torch.cat([item["base_ids"] for item in items])
+    batch["base_logprobs"] = torch.cat([item["base_logprobs"] for item in items])
+    return batch
+
+
+@torch.inference_mode()
+def cache_queries(
+    model,
+    tokenizer,
+    queries: Sequence[QueryText],
+    grades: Sequence[float],
+    config: TuningConfig,
+    *,
+    progress: bool = False,
+) -> list[dict[str, torch.Tensor]]:
+    """One base-model pass over the queries: each process caches its share of the activations at the
+    first tuned layer and the base top-k at the answer positions; the shares are then gathered."""
+    state = process_state()
+    start = start_layer(model, config)
+    device = next(model.parameters()).device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    mine = list(range(state.process_index, len(queries), state.num_processes))
+    lengths = [len(queries[i].ids) for i in mine]
+    items: dict[int, dict[str, torch.Tensor]] = {}
+    with adapters_off(model), token_progress(len(mine), "caching activations", progress) as bar:
+        for batch in make_batches(range(len(mine)), lengths, max_rows=64, max_tokens=8192):
+            index = [mine[j] for j in batch.rows]
+            ids, mask = left_pad([queries[i].ids for i in index], batch.width, pad, device)
+            out = model(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                output_hidden_states=True,
+                logits_to_keep=1,
+            )
+            for row, i in enumerate(index):
+                query, n = queries[i], len(queries[i].ids)
+                offset = batch.width - n
+                answer = torch.arange(max(query.answer_start - 1, 0), max(query.answer_end - 1, 0))
+                final = out.hidden_states[-1][row, offset + answer]
+                top = output_logits(model, final).float().log_softmax(-1).topk(config.kl_topk, dim=-1)
+                item = {
+                    "positions": torch.arange(n),
+                    "answer_positions": answer,
+                    "label": torch.tensor(int(grades[i])),
+                    "base_ids": top.indices.cpu(),
+                    "base_logprobs": top.values.cpu(),
+                }
+                if config.top_layers is None:
+                    item["input_ids"] = torch.tensor(query.ids)
+                else:
+                    item["hidden"] = out.hidden_states[start][row, offset:].float().cpu()
+                items[i] = item
+            bar.advance(len(index), sum(len(queries[i].ids) for i in index))
+    if state.num_processes > 1:
+        for part in gather_object([items]):
+            items.update(part)
+    return [items[i] for i in range(len(queries))]
+
+
+class CalibrationTrainer(Trainer):
+    """The calibration loss as a ``compute_loss`` override (cross-entropy + weighted divergence)."""
+
+    def __init__(self, *args, tuning: TuningConfig, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tuning = tuning
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        labels = inputs.pop("labels")
+        base_ids, base_logprobs = inputs.pop("base_ids"), inputs.pop("base_logprobs")
+        outputs = model(**inputs)
+        loss = F.cross_entropy(outputs["option_logits"], labels)
+        if self.tuning.regularizer != "none" and self.tuning.kl_weight > 0 and len(base_ids):
+            per_position = divergence(outputs["answer_logprobs"], base_ids, base_logprobs, self.tuning.regularizer)
+            loss = loss + self.tuning.kl_weight * per_position.sum() / len(labels)
+        return (loss, outputs) if return_outputs else loss
+
+
+class _KeepBest(TrainerCallback):
+    """After each epoch, score the validation queries and keep the trainable weights with the lowest NLL."""
+
+    def __init__(self, calibration: CalibrationModel, validation: CachedQueries, adapter: str, batch_size: int):
+        self.calibration, self.validation, self.adapter, self.batch_size = calibration, validation, adapter, batch_size
+        self.best_nll, self.best_state, self.history = math.inf, None, []
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        nll = validation_nll(self.calibration, self.validation, self.batch_size)
+        self.history.append(nll)
+        if nll < self.best_nll:
+            self.best_nll = nll
+            self.best_state = (
+                copy.deepcopy(get_peft_model_state_dict(self.calibration.peft_model, adapter_name=self.adapter)),
+                copy.deepcopy(self.calibration.head.state_dict()) if self.calibration.head else None,
+            )
+
+    def restore(self) -> None:
+        if self.best_state is not None:
+            set_peft_model_state_dict(self.calibration.peft_model, self.best_state[0], adapter_name=self.adapter)
+            if self.calibration.head is not None:
+                self.calibration.head.load_state_dict(self.best_state[1])
+
+
+@torch.no_grad()
+def validation_nll(calibration: CalibrationModel, data: CachedQueries, batch_size: int) -> float:
+    was_training = calibration.training
+    calibration.eval()
+    device = calibration.options.device
+    total, count = 0.0, 0
+    for start in range(0, len(data), batch_size):
+        batch = collate([data[i] for i in range(start, min(start + batch_size, len(data)))])
+        labels = batch.pop("labels").to(device)
+        batch.pop("base_ids"), batch.pop("base_logprobs")
+        logits = calibration(**{k: v.to(device) for k, v in batch.items()})["option_logits"]
+        total += float(F.cross_entropy(logits, labels, reduction="sum"))
+        count += len(labels)
+    calibration.train(was_training)
+    return total / max(count, 1)
+
+
+def make_head(hidden_size: int) -> nn.Module:
+    """The reference's probe head (spec §9), Xavier-initialised: d-256-128-64-2 with ReLUs."""
+    sizes = [hidden_size, 256, 128, 64, 2]
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:], strict=False)):
+        linear = nn.Linear(a, b)
+        nn.init.xavier_normal_(linear.weight)
+        nn.init.zeros_(linear.bias)
+        layers += [linear] if i == len(sizes) - 2 else [linear, nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def train_adapter(
+    peft_model,
+    adapter: str,
+    options: tuple[int, int],
+    train: CachedQueries,
+    validation: CachedQueries,
+    config: TuningConfig,
+    output_dir: str,
+    head: nn.Module | None = None,
+    progress: bool = False,
+) -> dict:
+    """Train the named adapter (and head) with the calibration loss, keeping the epoch with the best
+    validation NLL; returns the run's numbers."""
+    for name, parameter in peft_model.named_parameters():
+        parameter.requires_grad = "lora_" in name and f".{adapter}." in name
+    if head is not None:
+        head.requires_grad_(True)
+    calibration = CalibrationModel(peft_model, start_layer(peft_model, config), options, head)
+    args = TrainingArguments(
+        output_dir=output_dir,
+        per_device_train_batch_size=config.batch_size,
+        num_train_epochs=config.epochs,
+        learning_rate=config.lr,
+        lr_scheduler_type="cosine",
+        weight_decay=0.0,
+        warmup_steps=0,
+        logging_steps=10,
+        save_strategy="no",
+        eval_strategy="no",
+        report_to=[],
+        seed=config.seed,
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        disable_tqdm=not progress,
+        use_cpu=not torch.cuda.is_available(),
+    )
+    keep_best = _KeepBest(calibration, validation, adapter, config.batch_size)
+    trainer = CalibrationTrainer(
+        model=calibration, args=args, train_dataset=train, data_collator=collate, callbacks=[keep_best], tuning=config
+    )
+    trainer.remove_callback(PrinterCallback)  # the progress bar (or nothing) instead of raw log dicts
+    result = trainer.train()
+    keep_best.restore()
+    peft_model.eval()
+    return {
+        "train_seconds": result.metrics.get("train_runtime"),
+        "validation_nll_per_epoch": keep_best.history,
+        "best_validation_nll": keep_best.best_nll,
+    }
+
+
+@torch.inference_mode()
+def score_queries(
+    calibration: CalibrationModel, tokenizer, queries: Sequence[QueryText], *, progress: bool = False
+) -> torch.Tensor:
+    """Option (or head) logits of each query through the full model with the adapter on."""
+    calibration.eval()
+    device = calibration.options.device
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    lengths = [len(q.ids) for q in queries]
+    out = torch.empty(len(queries), 2)
+    empty = torch.empty(0, dtype=torch.long, device=device)
+    with token_progress(len(queries), "scoring queries", progress) as bar:
+        for batch in make_batches(range(len(queries)), lengths, max_rows=64, max_tokens=8192):
+            ids, mask = left_pad([queries[i].ids for i in batch.rows], batch.width, pad, device)
+            logits = calibration(
+                input_ids=ids,
+                attention_mask=mask,
+                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                answer_rows=empty,
+                answer_cols=empty,
+            )["option_logits"]
+            out[batch.rows] = logits.cpu()
+            bar.advance(len(batch.rows), sum(lengths[i] for i in batch.rows))
+    return out
+
+
+def query_options(tokenizer, queries: Sequence[QueryText]) -> tuple[int, int]:
+    """The option token ids shared by every query (they depend only on the query's fixed ending)."""
+    found = {option_ids(tokenizer, q.text[-64:]) for q in queries}
+    if len(found) != 1:
+        raise ValueError(f"queries disagree on the option tokens: {found}")
+    return found.pop()

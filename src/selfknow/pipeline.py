@@ -1,0 +1,306 @@
+"""The calibration pipeline in a run directory: answer → grade → fit → score → evaluate.
+
+Each stage writes its files before the next starts and is skipped when they are there, so a killed
+run resumes stage by stage (and answering resumes inside its stage)::
+
+    <run>/config.json                    what the run is (model, data, estimators, seed)
+    <run>/answers/<split>.jsonl          answered and graded records
+    <run>/features/                      cached base-model features shared by estimators
+    <run>/estimators/<name>/             fitted estimators (+ scalers.json: temperature and Platt)
+    <run>/scores/<split>.jsonl           records with every estimator's confidence
+    <run>/evaluation/                    metrics.json, report.md and plots for the test split
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from selfknow import __version__
+from selfknow.answer import AnswerConfig
+from selfknow.api import answer_dataset, grade_file
+from selfknow.confidence import ESTIMATORS, Context, Estimator, labels
+from selfknow.confidence.scaling import fit_scaler, scaler_from_dict
+from selfknow.data.records import Record, read_records, write_records
+from selfknow.errors import SelfknowError
+from selfknow.metrics import evaluate_scores
+from selfknow.models import DEFAULT_MODEL
+from selfknow.report import write_report
+
+SPLITS = ("train", "validation", "test")
+STAGES = ("answer", "grade", "fit", "score", "evaluate")
+SCALINGS = ("ts", "platt")
+CONTROLS = ("constant", "dataset-accuracy")
+DEFAULT_ESTIMATORS = {
+    "oe": [
+        "constant",
+        "dataset-accuracy",
+        "likelihood",
+        "query",
+        "query-chat",
+        "verbal",
+        "encoder",
+        "probe",
+        "probe-mlp",
+        "ct",
+        "lora-probe",
+    ],
+    "choice": [
+        "constant",
+        "dataset-accuracy",
+        "choice-logits",
+        "query",
+        "query-chat",
+        "verbal",
+        "encoder",
+        "probe",
+        "probe-mlp",
+        "ct",
+        "lora-probe",
+    ],
+}
+IDENTITY = ("model", "dataset", "format", "kshot", "chat", "seed")  # what a run directory is bound to
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a run; saved as ``config.json`` and checked when a run is resumed."""
+
+    model: str = DEFAULT_MODEL
+    dataset: str = "builtin"
+    format: str = "oe"
+    limits: dict[str, int | None] = field(default_factory=lambda: dict.fromkeys(SPLITS))
+    kshot: int = 0
+    chat: bool | None = None
+    seed: int = 0
+    max_new_tokens: int = 32
+    estimators: list[str] = field(default_factory=list)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-estimator settings
+    bootstrap: int = 1000
+
+    def __post_init__(self) -> None:
+        self.estimators = self.estimators or list(DEFAULT_ESTIMATORS[self.format])
+        unknown = [name for name in self.estimators if name not in ESTIMATORS]
+        if unknown:
+            raise SelfknowError(f"unknown estimator(s) {', '.join(unknown)}; known: {', '.join(sorted(ESTIMATORS))}")
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> RunConfig:
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise SelfknowError(f"cannot read run config {path}: {err}") from None
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise SelfknowError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+def _git_hash() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            cwd=Path(__file__).parent,
+            timeout=5,
+        )
+        return out.stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    import peft
+    import torch
+    import transformers
+
+    return {
+        "selfknow": __version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "peft": peft.__version__,
+        "python": platform.python_version(),
+        "git": _git_hash(),
+    }
+
+
+class Run:
+    """A run directory. A new directory takes ``config``; an existing one keeps its own and refuses a
+    config that differs in what the run is bound to (model, data, format, prompting, seed)."""
+
+    def __init__(self, directory: str | Path, config: RunConfig | None = None, *, progress: bool = True):
+        self.dir, self.progress = Path(directory), progress
+        saved = self.dir / "config.json"
+        if saved.exists():
+            existing = RunConfig.from_file(saved)
+            if config is not None:
+                clash = [k for k in IDENTITY if getattr(config, k) != getattr(existing, k)]
+                if clash:
+                    raise SelfknowError(
+                        f"{self.dir} is a run of {existing.model} on {existing.dataset}; it differs in "
+                        f"{', '.join(f'{k} ({getattr(existing, k)!r} vs {getattr(config, k)!r})' for k in clash)}"
+                    )
+                existing.estimators = list(dict.fromkeys(existing.estimators + config.estimators))
+                existing.options = {**existing.options, **config.options}
+            self.config = existing
+        elif config is None:
+            raise SelfknowError(f"{self.dir} is not a run directory (no config.json)")
+        else:
+            self.config = config
+        self.dir.mkdir(parents=True, exist_ok=True)
+        saved.write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+
+    @cached_property
+    def context(self) -> Context:
+        return Context(
+            self.config.model, cache_dir=self.dir / "features", seed=self.config.seed, progress=self.progress
+        )
+
+    def answers(self, split: str) -> Path:
+        return self.dir / "answers" / f"{split}.jsonl"
+
+    def scores(self, split: str) -> Path:
+        return self.dir / "scores" / f"{split}.jsonl"
+
+    def estimator_dir(self, name: str) -> Path:
+        return self.dir / "estimators" / name
+
+    def run(self, stages: Sequence[str] = STAGES) -> dict[str, Any] | None:
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise SelfknowError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
+        result = None
+        for stage in STAGES:
+            if stage in stages:
+                result = getattr(self, stage)()
+        return result
+
+    def answer(self) -> None:
+        config = self.config
+        for split in SPLITS:
+            if self.answers(split).exists():
+                continue
+            model, tokenizer = self.context.model_and_tokenizer
+            answer_dataset(
+                config.dataset,
+                output=self.answers(split),
+                model=config.model,
+                split=split,
+                format=config.format,
+                kshot=config.kshot,
+                chat=config.chat,
+                limit=config.limits.get(split),
+                seed=config.seed,
+                config=AnswerConfig(max_new_tokens=config.max_new_tokens),
+                progress=self.progress,
+                loaded=(model, tokenizer),
+            )
+
+    def grade(self) -> None:
+        for split in SPLITS:
+            records = read_records(self.answers(split))
+            if any(r.correct is None for r in records):
+                grade_file(self.answers(split), progress=self.progress)
+
+    def records(self, split: str) -> list[Record]:
+        path = self.answers(split)
+        if not path.exists():
+            raise SelfknowError(f"{self.dir}: no {split} answers yet; run the answer stage first")
+        records = read_records(path)
+        labels(records)  # every record must be graded
+        return records
+
+    def fit(self) -> None:
+        train, validation = self.records("train"), self.records("validation")
+        for name in self.config.estimators:
+            directory = self.estimator_dir(name)
+            if (directory / "scalers.json").exists():
+                continue
+            estimator = ESTIMATORS[name](**self.config.options.get(name, {}))
+            estimator.fit(train, validation, self.context)
+            estimator.save(directory)
+            p_val = estimator.score(validation, self.context)
+            y_val = labels(validation)
+            scalers = {
+                method: fit_scaler("temperature" if method == "ts" else "platt", p_val, y_val).to_dict()
+                for method in SCALINGS
+            }
+            (directory / "scalers.json").write_text(json.dumps(scalers, indent=2))
+
+    def load_estimator(self, name: str) -> tuple[Estimator, dict[str, Any]]:
+        directory = self.estimator_dir(name)
+        if not (directory / "scalers.json").exists():
+            raise SelfknowError(f"{self.dir}: estimator '{name}' is not fitted; run the fit stage")
+        return Estimator.load(directory), json.loads((directory / "scalers.json").read_text())
+
+    def score(self, splits: Sequence[str] = ("validation", "test")) -> None:
+        for split in splits:
+            path = self.scores(split)
+            records = read_records(path) if path.exists() else self.records(split)
+            for name in self.config.estimators:
+                if name in records[0].confidences:
+                    continue
+                estimator, scalers = self.load_estimator(name)
+                raw = np.clip(estimator.score(records, self.context), 0.0, 1.0)
+                variants = {name: raw} | {f"{name}+{m}": scaler_from_dict(s).apply(raw) for m, s in scalers.items()}
+                for variant, values in variants.items():
+                    for record, value in zip(records, values, strict=True):
+                        record.confidences[variant] = float(value)
+                write_records(path, records)
+
+    def evaluate(self) -> dict[str, Any]:
+        test, validation = read_records(self.scores("test")), read_records(self.scores("validation"))
+        names = [n for n in test[0].confidences if n.split("+")[0] in self.config.estimators]
+        correct, groups = labels(test), np.array([r.dataset for r in test])
+        scores = {n: np.array([r.confidences[n] for r in test]) for n in names}
+        results = {
+            n: evaluate_scores(s, correct, groups, n_boot=self.config.bootstrap, seed=self.config.seed)
+            for n, s in scores.items()
+        }
+        best = best_on_validation(validation, names)
+        summary = {
+            "config": asdict(self.config),
+            "versions": versions(),
+            "records": {"test": len(test)},
+            "best": best,
+            "metrics": results,
+        }
+        out = self.dir / "evaluation"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+        write_report(
+            out,
+            results,
+            scores,
+            correct,
+            groups,
+            title=f"{self.config.model} on {self.config.dataset} (test)",
+            plotted=_plotted(names, best),
+        )
+        return summary
+
+
+def _plotted(names: Sequence[str], best: str) -> list[str]:
+    """Plots stay readable with a few lines: the best estimator, the zero-shot query and the controls."""
+    keep = {best, "query", "dataset-accuracy", "ct", "ct+ts", "probe"}
+    return [n for n in names if n in keep]
+
+
+def best_on_validation(records: Sequence[Record], names: Sequence[str]) -> str:
+    """The estimator (scaling included) with the lowest validation Brier score, controls excluded:
+    chosen without looking at the test split."""
+    y = labels(records)
+    candidates = [n for n in names if n.split("+")[0] not in CONTROLS]
+    if not candidates:
+        raise SelfknowError("no estimator besides the controls to choose from")
+    brier = {n: float(np.mean((np.array([r.confidences[n] for r in records]) - y) ** 2)) for n in candidates}
+    return min(brier, key=brier.get)
