@@ -44,7 +44,7 @@ def _save(model, tokenizer, path: Path) -> Path:
 def tiny_llama_dir(tokenizer, tmp_path_factory) -> Path:
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), tie_word_embeddings=True, bos_token_id=1, eos_token_id=2, pad_token_id=2, **TINY
+        vocab_size=len(tokenizer), tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, pad_token_id=2, **TINY
     )
     return _save(LlamaForCausalLM(config).eval(), tokenizer, tmp_path_factory.mktemp("tiny-llama"))
 
@@ -55,7 +55,7 @@ def tiny_gemma_dir(tokenizer, tmp_path_factory) -> Path:
     torch.manual_seed(0)
     config = Gemma3TextConfig(
         vocab_size=len(tokenizer), head_dim=16, sliding_window=8, bos_token_id=1, eos_token_id=2, pad_token_id=2,
-        layer_types=["sliding_attention", "full_attention"], **TINY
+        layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=False, **TINY
     )
     return _save(Gemma3ForCausalLM(config).eval(), tokenizer, tmp_path_factory.mktemp("tiny-gemma"))
 

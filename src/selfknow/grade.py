@@ -24,15 +24,17 @@ from selfknow.errors import GradingError
 
 STRATEGIES = ("auto", "exact", "alias", "numeric", "choice", "judge")
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
+_POSSESSIVE = re.compile(r"['’]s\b")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _PUNCT = str.maketrans({c: " " for c in string.punctuation + "“”‘’–—×"})
 
 
 def normalize(text: str) -> str:
-    """SQuAD normalization plus accent folding: NFKD without combining marks, lower case, punctuation
-    and articles removed, whitespace collapsed."""
+    """SQuAD normalization plus accent folding: NFKD without combining marks, lower case, "'s" dropped,
+    punctuation and articles removed, whitespace collapsed."""
     text = "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c))
-    text = _ARTICLES.sub(" ", text.lower().translate(_PUNCT))
+    text = _POSSESSIVE.sub("", text.lower())  # "it's" must not leave a stray "s" (the gold of sodium's block)
+    text = _ARTICLES.sub(" ", text.translate(_PUNCT))
     return " ".join(text.split())
 
 

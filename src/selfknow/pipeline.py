@@ -157,7 +157,9 @@ class Run:
         else:
             self.config = config
         self.dir.mkdir(parents=True, exist_ok=True)
-        saved.write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        text = json.dumps(asdict(self.config), indent=2) + "\n"
+        if not saved.exists() or saved.read_text() != text:
+            saved.write_text(text)
 
     @cached_property
     def context(self) -> Context:
@@ -220,6 +222,8 @@ class Run:
         return records
 
     def fit(self) -> None:
+        """Fit each estimator on train (selection on validation), then its temperature and Platt scalers on
+        its validation scores, which are stored right away so the score stage does not redo them."""
         train, validation = self.records("train"), self.records("validation")
         for name in self.config.estimators:
             directory = self.estimator_dir(name)
@@ -228,13 +232,25 @@ class Run:
             estimator = ESTIMATORS[name](**self.config.options.get(name, {}))
             estimator.fit(train, validation, self.context)
             estimator.save(directory)
-            p_val = estimator.score(validation, self.context)
-            y_val = labels(validation)
-            scalers = {
-                method: fit_scaler("temperature" if method == "ts" else "platt", p_val, y_val).to_dict()
-                for method in SCALINGS
-            }
+            raw = estimator.score(validation, self.context)
+            scalers = {method: fit_scaler("temperature" if method == "ts" else "platt", raw, labels(validation)).to_dict()
+                       for method in SCALINGS}
+            self._store_scores("validation", name, raw, scalers)
             (directory / "scalers.json").write_text(json.dumps(scalers, indent=2))
+
+    def _scored(self, split: str) -> list[Record]:
+        path = self.scores(split)
+        return read_records(path) if path.exists() else self.records(split)
+
+    def _store_scores(self, split: str, name: str, raw: np.ndarray, scalers: dict[str, Any]) -> None:
+        """Add an estimator's raw and scaled confidences to the split's scored records (atomic rewrite)."""
+        records = self._scored(split)
+        raw = np.clip(np.asarray(raw, dtype=float), 0.0, 1.0)
+        variants = {name: raw} | {f"{name}+{m}": scaler_from_dict(s).apply(raw) for m, s in scalers.items()}
+        for variant, values in variants.items():
+            for record, value in zip(records, values, strict=True):
+                record.confidences[variant] = float(value)
+        write_records(self.scores(split), records)
 
     def load_estimator(self, name: str) -> tuple[Estimator, dict[str, Any]]:
         directory = self.estimator_dir(name)
@@ -244,18 +260,12 @@ class Run:
 
     def score(self, splits: Sequence[str] = ("validation", "test")) -> None:
         for split in splits:
-            path = self.scores(split)
-            records = read_records(path) if path.exists() else self.records(split)
             for name in self.config.estimators:
+                records = self._scored(split)
                 if name in records[0].confidences:
                     continue
                 estimator, scalers = self.load_estimator(name)
-                raw = np.clip(estimator.score(records, self.context), 0.0, 1.0)
-                variants = {name: raw} | {f"{name}+{m}": scaler_from_dict(s).apply(raw) for m, s in scalers.items()}
-                for variant, values in variants.items():
-                    for record, value in zip(records, values, strict=True):
-                        record.confidences[variant] = float(value)
-                write_records(path, records)
+                self._store_scores(split, name, estimator.score(records, self.context), scalers)
 
     def evaluate(self) -> dict[str, Any]:
         test, validation = read_records(self.scores("test")), read_records(self.scores("validation"))

@@ -49,7 +49,9 @@ class TuningConfig:
     rank: int = 8
     alpha: int = 32
     dropout: float = 0.1
-    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj"])
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
     epochs: int = 3
     lr: float = 1e-3
     batch_size: int = 16

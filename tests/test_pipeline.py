@@ -1,0 +1,100 @@
+"""The whole calibration pipeline on a tiny model: tune → evaluate → ask, resumability and bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from selfknow.answer import AnswerConfig, answer_records
+from selfknow.ask import Asker
+from selfknow.data.records import Record, read_records, write_records
+from selfknow.errors import SelfknowError
+from selfknow.models import load_model
+from selfknow.pipeline import Run, RunConfig
+from selfknow.prompts import Prompter
+
+ESTIMATORS = ["constant", "dataset-accuracy", "likelihood", "query", "probe", "ct"]
+OPTIONS = {"ct": {"top_layers": 1, "epochs": 2, "batch_size": 8}}
+
+
+@pytest.fixture(scope="module")
+def dataset(tiny_llama_dir, tmp_path_factory) -> Path:
+    """Questions whose gold is the tiny model's own greedy answer for half of them, so both grades occur."""
+    model, tokenizer = load_model(str(tiny_llama_dir), device="cpu")
+    records = []
+    for i in range(80):
+        split = "train" if i < 40 else "validation" if i < 60 else "test"
+        records.append(Record(id=f"toy/{i}", dataset=f"toy{i % 2}", split=split, question=f"What is {i} plus {i}?",
+                              answer=str(2 * i)))
+    answered, _ = answer_records(model, tokenizer, records, prompter=Prompter(tokenizer),
+                                 config=AnswerConfig(max_new_tokens=4), progress=False)
+    for i, record in enumerate(records):
+        record.answer = (answered[i].output or "x") if i % 2 == 0 else "no such answer"
+    path = tmp_path_factory.mktemp("data") / "toy.jsonl"
+    write_records(path, records)
+    return path
+
+
+def config(tiny_llama_dir, dataset) -> RunConfig:
+    return RunConfig(model=str(tiny_llama_dir), dataset=f"jsonl:{dataset}", estimators=list(ESTIMATORS),
+                     options=OPTIONS, bootstrap=50, max_new_tokens=4)
+
+
+def test_tune_writes_every_stage_and_a_report_and_resumes(tiny_llama_dir, dataset, tmp_path):
+    run = Run(tmp_path / "run", config(tiny_llama_dir, dataset), progress=False)
+    summary = run.run()
+    assert set(summary["metrics"]) >= {f"{n}{v}" for n in ESTIMATORS for v in ("", "+ts", "+platt")}
+    assert summary["best"].split("+")[0] not in ("constant", "dataset-accuracy")
+    assert summary["versions"]["torch"] and summary["config"]["seed"] == 0
+    for name in ("metrics.json", "report.md", "reliability.png", "histogram.png", "risk_coverage.png"):
+        assert (tmp_path / "run" / "evaluation" / name).stat().st_size > 0
+    report = (tmp_path / "run" / "evaluation" / "report.md").read_text()
+    assert all(f"| {name} |" in report for name in ESTIMATORS)
+    scored = read_records(tmp_path / "run" / "scores" / "test.jsonl")
+    assert all(len(r.confidences) == 3 * len(ESTIMATORS) for r in scored)
+    before = {p: p.stat().st_mtime for p in (tmp_path / "run").rglob("*") if p.is_file() and "evaluation" not in str(p)}
+    Run(tmp_path / "run", progress=False).run()  # resuming a finished run redoes nothing but the evaluation
+    assert {p: p.stat().st_mtime for p in before} == before
+
+
+def test_ask_answers_like_the_base_model_in_a_fresh_process(tiny_llama_dir, dataset, tmp_path):
+    Run(tmp_path / "run", config(tiny_llama_dir, dataset), progress=False).run()
+    question = "What is 3 plus 3?"
+    model, tokenizer = load_model(str(tiny_llama_dir), device="cpu")
+    probe = Record(id="q", dataset="toy", split="test", question=question, answer="6")
+    base_answer = answer_records(model, tokenizer, [probe], prompter=Prompter(tokenizer),
+                                 config=AnswerConfig(max_new_tokens=4), progress=False)[0][0].output
+    for estimator in ("ct", "ct+ts", "probe"):
+        reply = Asker(tmp_path / "run", estimator).ask(question)[0]
+        assert reply.answer == base_answer and 0.0 <= reply.confidence <= 1.0 and reply.estimator == estimator
+    out = subprocess.run([sys.executable, "-m", "selfknow.cli", "ask", question, "--run", str(tmp_path / "run"),
+                          "--estimator", "ct"], capture_output=True, text=True, check=True).stdout
+    assert base_answer in out and "P(correct)" in out
+
+
+def test_a_run_directory_refuses_another_model(tiny_llama_dir, tiny_gemma_dir, dataset, tmp_path):
+    Run(tmp_path / "run", config(tiny_llama_dir, dataset), progress=False)
+    other = config(tiny_gemma_dir, dataset)
+    with pytest.raises(SelfknowError, match="differs in model"):
+        Run(tmp_path / "run", other)
+
+
+def test_fitting_ungraded_records_is_an_error_that_keeps_the_answers(tiny_llama_dir, dataset, tmp_path):
+    run = Run(tmp_path / "run", config(tiny_llama_dir, dataset), progress=False)
+    run.run(["answer"])
+    answers = (tmp_path / "run" / "answers" / "train.jsonl").read_text()
+    with pytest.raises(SelfknowError, match="no grade"):
+        run.run(["fit"])
+    assert (tmp_path / "run" / "answers" / "train.jsonl").read_text() == answers
+
+
+def test_unknown_estimators_and_settings_are_named(tmp_path):
+    with pytest.raises(SelfknowError, match="unknown estimator"):
+        RunConfig(estimators=["magic"])
+    (tmp_path / "c.json").write_text(json.dumps({"modle": "x"}))
+    with pytest.raises(SelfknowError, match="unknown setting"):
+        RunConfig.from_file(tmp_path / "c.json")
