@@ -54,8 +54,15 @@ def tiny_gemma_dir(tokenizer, tmp_path_factory) -> Path:
     """Gemma 3 text architecture: sliding-window and global attention layers, a different cache layout."""
     torch.manual_seed(0)
     config = Gemma3TextConfig(
-        vocab_size=len(tokenizer), head_dim=16, sliding_window=8, bos_token_id=1, eos_token_id=2, pad_token_id=2,
-        layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=False, **TINY
+        vocab_size=len(tokenizer),
+        head_dim=16,
+        sliding_window=8,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=2,
+        layer_types=["sliding_attention", "full_attention"],
+        tie_word_embeddings=False,
+        **TINY,
     )
     return _save(Gemma3ForCausalLM(config).eval(), tokenizer, tmp_path_factory.mktemp("tiny-gemma"))
 

@@ -126,3 +126,9 @@ def test_a_local_model_can_judge(tiny_llama_dir):
     records = [oe("Capital of France?", "Paris", "Paris")]
     graded = judge_records(records, Judge(str(tiny_llama_dir)), progress=False)
     assert graded[0].grader == f"judge:{tiny_llama_dir}" and isinstance(graded[0].correct, bool)
+
+
+def test_a_possessive_leaves_no_stray_letter_to_match_a_one_letter_gold():
+    record = oe("In which block of the periodic table is sodium?", "s", "It's in the p-block.")
+    assert grade_record(record).correct is False
+    assert grade_record(oe("In which block is sodium?", "s", "The s-block.")).correct is True

@@ -28,10 +28,14 @@ def dataset(tiny_llama_dir, tmp_path_factory) -> Path:
     records = []
     for i in range(80):
         split = "train" if i < 40 else "validation" if i < 60 else "test"
-        records.append(Record(id=f"toy/{i}", dataset=f"toy{i % 2}", split=split, question=f"What is {i} plus {i}?",
-                              answer=str(2 * i)))
-    answered, _ = answer_records(model, tokenizer, records, prompter=Prompter(tokenizer),
-                                 config=AnswerConfig(max_new_tokens=4), progress=False)
+        records.append(
+            Record(
+                id=f"toy/{i}", dataset=f"toy{i % 2}", split=split, question=f"What is {i} plus {i}?", answer=str(2 * i)
+            )
+        )
+    answered, _ = answer_records(
+        model, tokenizer, records, prompter=Prompter(tokenizer), config=AnswerConfig(max_new_tokens=4), progress=False
+    )
     for i, record in enumerate(records):
         record.answer = (answered[i].output or "x") if i % 2 == 0 else "no such answer"
     path = tmp_path_factory.mktemp("data") / "toy.jsonl"
@@ -40,8 +44,14 @@ def dataset(tiny_llama_dir, tmp_path_factory) -> Path:
 
 
 def config(tiny_llama_dir, dataset) -> RunConfig:
-    return RunConfig(model=str(tiny_llama_dir), dataset=f"jsonl:{dataset}", estimators=list(ESTIMATORS),
-                     options=OPTIONS, bootstrap=50, max_new_tokens=4)
+    return RunConfig(
+        model=str(tiny_llama_dir),
+        dataset=f"jsonl:{dataset}",
+        estimators=list(ESTIMATORS),
+        options=OPTIONS,
+        bootstrap=50,
+        max_new_tokens=4,
+    )
 
 
 def test_tune_writes_every_stage_and_a_report_and_resumes(tiny_llama_dir, dataset, tmp_path):
@@ -66,13 +76,18 @@ def test_ask_answers_like_the_base_model_in_a_fresh_process(tiny_llama_dir, data
     question = "What is 3 plus 3?"
     model, tokenizer = load_model(str(tiny_llama_dir), device="cpu")
     probe = Record(id="q", dataset="toy", split="test", question=question, answer="6")
-    base_answer = answer_records(model, tokenizer, [probe], prompter=Prompter(tokenizer),
-                                 config=AnswerConfig(max_new_tokens=4), progress=False)[0][0].output
+    base_answer = answer_records(
+        model, tokenizer, [probe], prompter=Prompter(tokenizer), config=AnswerConfig(max_new_tokens=4), progress=False
+    )[0][0].output
     for estimator in ("ct", "ct+ts", "probe"):
         reply = Asker(tmp_path / "run", estimator).ask(question)[0]
         assert reply.answer == base_answer and 0.0 <= reply.confidence <= 1.0 and reply.estimator == estimator
-    out = subprocess.run([sys.executable, "-m", "selfknow.cli", "ask", question, "--run", str(tmp_path / "run"),
-                          "--estimator", "ct"], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "selfknow.cli", "ask", question, "--run", str(tmp_path / "run"), "--estimator", "ct"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert base_answer in out and "P(correct)" in out
 
 
@@ -98,3 +113,12 @@ def test_unknown_estimators_and_settings_are_named(tmp_path):
     (tmp_path / "c.json").write_text(json.dumps({"modle": "x"}))
     with pytest.raises(SelfknowError, match="unknown setting"):
         RunConfig.from_file(tmp_path / "c.json")
+
+
+def test_transfer_applies_the_fitted_estimators_to_another_dataset(tiny_llama_dir, dataset, tmp_path):
+    run = Run(tmp_path / "run", config(tiny_llama_dir, dataset), progress=False)
+    run.run()
+    summary = run.transfer(f"jsonl:{dataset}", name="again", split="validation")
+    assert summary["records"] == 20 and not summary["skipped"]
+    assert (tmp_path / "run" / "transfer" / "again" / "evaluation" / "report.md").exists()
+    assert set(summary["metrics"]) == set(read_records(tmp_path / "run" / "scores" / "test.jsonl")[0].confidences)

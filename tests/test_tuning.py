@@ -27,8 +27,15 @@ from selfknow.models import load_model
 def graded(n: int, split: str) -> list[Record]:
     """Answers whose correctness shows in the text: 'Paris' is right, 'Lyon' is wrong."""
     return [
-        Record(id=f"{split}/{i}", dataset="toy", split=split, question=f"What is the capital of place {i}?",
-               answer="Paris", output="Paris" if i % 2 == 0 else "Lyon", correct=i % 2 == 0)
+        Record(
+            id=f"{split}/{i}",
+            dataset="toy",
+            split=split,
+            question=f"What is the capital of place {i}?",
+            answer="Paris",
+            output="Paris" if i % 2 == 0 else "Lyon",
+            correct=i % 2 == 0,
+        )
         for i in range(n)
     ]
 
@@ -59,7 +66,7 @@ def test_training_on_cached_lower_activations_equals_the_full_forward_pass(tiny)
     full = {k: v for k, v in batch.items() if k not in ("hidden", "labels", "base_ids", "base_logprobs")}
     ids = torch.zeros_like(batch["attention_mask"])
     for row, query in enumerate(queries):
-        ids[row, ids.shape[1] - len(query.ids):] = torch.tensor(query.ids)
+        ids[row, ids.shape[1] - len(query.ids) :] = torch.tensor(query.ids)
     with torch.no_grad():
         cached = calibration(**{k: v for k, v in batch.items() if k not in ("labels", "base_ids", "base_logprobs")})
         whole = calibration(input_ids=ids, **full)
@@ -135,7 +142,9 @@ def test_the_regularizer_needs_no_second_base_pass(tiny):
 def test_a_model_mismatch_is_an_error(tiny, tmp_path):
     model, tokenizer = tiny
     context = Context("tiny", model=model, tokenizer=tokenizer, progress=False)
-    fitted = CalibrationTuning(top_layers=1, epochs=1, batch_size=8).fit(graded(8, "train"), graded(4, "validation"), context)
+    fitted = CalibrationTuning(top_layers=1, epochs=1, batch_size=8).fit(
+        graded(8, "train"), graded(4, "validation"), context
+    )
     fitted.save(tmp_path / "ct")
     with pytest.raises(Exception, match="trained on model 'tiny'"):
         Estimator.load(tmp_path / "ct").score(graded(2, "test"), Context("other", model=model, tokenizer=tokenizer))

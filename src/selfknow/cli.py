@@ -13,7 +13,7 @@ from rich.table import Table
 
 from selfknow import api
 from selfknow.answer import AnswerConfig, AnswerStats
-from selfknow.data.records import Record
+from selfknow.data.records import Record, read_records
 from selfknow.distributed import process_state
 from selfknow.errors import DataError, SelfknowError
 from selfknow.grade import STRATEGIES, accuracy_table
@@ -71,6 +71,20 @@ def print_examples(records: list[Record]) -> None:
     for r in records:
         gold = f"{r.gold_letter}: {r.answer}" if r.format == "choice" else r.answer
         table.add_row(r.question, r.output or "", gold, "yes" if r.correct else "no")
+    console.print(table)
+
+
+def print_comparison(summary: dict) -> None:
+    """The estimators side by side on the test split (point values; report.md has the intervals)."""
+    columns = {"ece": "ECE", "brier": "Brier", "auroc": "AUROC", "within_group_auroc": "within-dataset AUROC"}
+    accuracy = summary["metrics"][summary["best"]]["accuracy"]["value"]
+    table = Table(title=f"{summary['records']} held-out answers, accuracy {accuracy:.3f}")
+    table.add_column("estimator")
+    for label in columns.values():
+        table.add_column(label, justify="right")
+    for name, metrics in summary["metrics"].items():
+        mark = " (best on validation)" if name == summary["best"] else ""
+        table.add_row(name + mark, *(f"{metrics[key]['value']:.3f}" if key in metrics else "-" for key in columns))
     console.print(table)
 
 
@@ -167,21 +181,37 @@ def grade(
     print_accuracy(records)
 
 
+DEMO = {
+    "limits": {"train": 400, "validation": 200, "test": 400},
+    "options": {"ct": {"epochs": 2, "top_layers": 8}, "lora-probe": {"epochs": 2, "top_layers": 8}},
+    "bootstrap": 500,
+}
+
+
 @app.command()
 def demo(
-    output_dir: Annotated[Path, typer.Option(help="Where the demo writes its files.")] = Path("runs/demo"),
+    run_dir: Annotated[Path, typer.Option(help="Run directory of the demo (rerunning resumes it).")] = Path(
+        "runs/demo"
+    ),
     model: ModelOpt = DEFAULT_MODEL,
-    limit: Annotated[int, typer.Option(help="Questions per format from the built-in test split.")] = 300,
 ) -> None:
-    """Answer and grade built-in test questions with the embedded model, open-ended and multiple choice."""
-    for format in ("choice", "oe"):
-        path = output_dir / f"builtin-test-{format}.jsonl"
-        console.rule(f"built-in test split, {format}")
-        _, stats = api.answer_dataset("builtin", output=path, model=model, format=format, limit=limit)
-        print_stats(stats)
-        graded = api.grade_file(path)
-        print_examples(graded[:: max(1, len(graded) // 6)][:6])
-        print_accuracy(graded, f"{model}, {format}, graded by rule")
+    """The whole pipeline on built-in questions with the embedded model, small enough for a laptop CPU:
+    answer, grade, fit every estimator, evaluate on held-out entities, then ask a question."""
+    summary = Run(run_dir, RunConfig(model=model, **DEMO)).run()
+    answers = read_records(run_dir / "answers" / "test.jsonl")
+    print_examples(answers[:: max(1, len(answers) // 6)][:6])
+    print_comparison(summary)
+    console.print(
+        f"full report: {run_dir / 'evaluation' / 'report.md'}; "
+        f"reliability diagram: {run_dir / 'evaluation' / 'reliability.png'}"
+    )
+    from selfknow.ask import Asker
+
+    for reply in Asker(run_dir).ask(["What is the capital of France?", "What is 4821 + 3997?"]):
+        console.print(
+            f"[bold]{reply.question}[/bold] {reply.answer}  P(correct) = {reply.confidence:.2f} "
+            f"({reply.estimator}, best on validation: {summary['best']})"
+        )
 
 
 def _options(pairs: list[str]) -> dict[str, dict]:
@@ -240,11 +270,25 @@ def tune(
 @app.command()
 def evaluate(
     run_dir: Annotated[Path, typer.Argument(help="A run directory made by `selfknow tune`.")],
+    dataset: Annotated[str | None, typer.Option(help="Evaluate on another dataset instead (transfer).")] = None,
+    name: Annotated[str | None, typer.Option(help="Name of the transfer evaluation (default: the dataset).")] = None,
+    format: Annotated[str | None, typer.Option("--format", "-f", help="Format of the other dataset.")] = None,
+    kshot: Annotated[int | None, typer.Option(help="Worked examples per prompt for the other dataset.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Seeded subset of the other dataset's test split.")] = None,
 ) -> None:
-    """Score the validation and test splits with every fitted estimator and write the report."""
+    """Score validation and test with every fitted estimator and write the report; with --dataset, apply
+    the run's estimators unchanged to another dataset (written under <run>/transfer/<name>/)."""
     run = Run(run_dir)
-    run.run(["score", "evaluate"])
-    console.print((run_dir / "evaluation" / "report.md").read_text().split("## By dataset")[0])
+    if dataset is None:
+        run.run(["score", "evaluate"])
+        report = run_dir / "evaluation" / "report.md"
+    else:
+        label = name or dataset.split(":")[0]
+        summary = run.transfer(dataset, name=label, format=format, kshot=kshot, limit=limit)
+        for estimator, reason in summary["skipped"].items():
+            console.print(f"skipped {estimator}: {reason}")
+        report = run_dir / "transfer" / label / "evaluation" / "report.md"
+    console.print(report.read_text().split("## By dataset")[0])
 
 
 @app.command()

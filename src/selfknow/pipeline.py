@@ -233,8 +233,10 @@ class Run:
             estimator.fit(train, validation, self.context)
             estimator.save(directory)
             raw = estimator.score(validation, self.context)
-            scalers = {method: fit_scaler("temperature" if method == "ts" else "platt", raw, labels(validation)).to_dict()
-                       for method in SCALINGS}
+            scalers = {
+                method: fit_scaler("temperature" if method == "ts" else "platt", raw, labels(validation)).to_dict()
+                for method in SCALINGS
+            }
             self._store_scores("validation", name, raw, scalers)
             (directory / "scalers.json").write_text(json.dumps(scalers, indent=2))
 
@@ -245,9 +247,7 @@ class Run:
     def _store_scores(self, split: str, name: str, raw: np.ndarray, scalers: dict[str, Any]) -> None:
         """Add an estimator's raw and scaled confidences to the split's scored records (atomic rewrite)."""
         records = self._scored(split)
-        raw = np.clip(np.asarray(raw, dtype=float), 0.0, 1.0)
-        variants = {name: raw} | {f"{name}+{m}": scaler_from_dict(s).apply(raw) for m, s in scalers.items()}
-        for variant, values in variants.items():
+        for variant, values in _variants(name, raw, scalers).items():
             for record, value in zip(records, values, strict=True):
                 record.confidences[variant] = float(value)
         write_records(self.scores(split), records)
@@ -270,33 +270,95 @@ class Run:
     def evaluate(self) -> dict[str, Any]:
         test, validation = read_records(self.scores("test")), read_records(self.scores("validation"))
         names = [n for n in test[0].confidences if n.split("+")[0] in self.config.estimators]
-        correct, groups = labels(test), np.array([r.dataset for r in test])
-        scores = {n: np.array([r.confidences[n] for r in test]) for n in names}
+        best = best_on_validation(validation, names)
+        title = f"{self.config.model} on {self.config.dataset} (test)"
+        return self._report(test, self.dir / "evaluation", title, best)
+
+    def _report(self, records: Sequence[Record], out: Path, title: str, best: str, **extra: Any) -> dict[str, Any]:
+        """Metrics with bootstrap intervals for every confidence the records carry, the report and plots."""
+        names = list(records[0].confidences)
+        correct, groups = labels(records), np.array([r.dataset for r in records])
+        scores = {n: np.array([r.confidences[n] for r in records]) for n in names}
         results = {
             n: evaluate_scores(s, correct, groups, n_boot=self.config.bootstrap, seed=self.config.seed)
             for n, s in scores.items()
         }
-        best = best_on_validation(validation, names)
         summary = {
             "config": asdict(self.config),
             "versions": versions(),
-            "records": {"test": len(test)},
+            "records": len(records),
             "best": best,
+            **extra,
             "metrics": results,
         }
-        out = self.dir / "evaluation"
         out.mkdir(parents=True, exist_ok=True)
         (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-        write_report(
-            out,
-            results,
-            scores,
-            correct,
-            groups,
-            title=f"{self.config.model} on {self.config.dataset} (test)",
-            plotted=_plotted(names, best),
-        )
+        write_report(out, results, scores, correct, groups, title=title, plotted=_plotted(names, best))
         return summary
+
+    def transfer(
+        self,
+        dataset: str,
+        *,
+        name: str,
+        format: str | None = None,
+        kshot: int | None = None,
+        limit: int | None = None,
+        split: str = "test",
+    ) -> dict[str, Any]:
+        """The run's estimators (and their validation-fitted scalers), unchanged, on another dataset's
+        answers: how far what was learned carries. Estimators that cannot score that format are listed."""
+        config, out = self.config, self.dir / "transfer" / name
+        answers, scored = out / "answers.jsonl", out / "scores.jsonl"
+        if not answers.exists():
+            answer_dataset(
+                dataset,
+                output=answers,
+                model=config.model,
+                split=split,
+                format=format or config.format,
+                kshot=config.kshot if kshot is None else kshot,
+                chat=config.chat,
+                limit=limit,
+                seed=config.seed,
+                config=AnswerConfig(max_new_tokens=config.max_new_tokens),
+                progress=self.progress,
+                loaded=self.context.model_and_tokenizer,
+            )
+        if any(r.correct is None for r in read_records(answers)):
+            grade_file(answers, progress=self.progress)
+        records = read_records(scored if scored.exists() else answers)
+        skipped: dict[str, str] = {}
+        for estimator_name in config.estimators:
+            if estimator_name in records[0].confidences:
+                continue
+            estimator, scalers = self.load_estimator(estimator_name)
+            try:
+                raw = np.clip(estimator.score(records, self.context), 0.0, 1.0)
+            except SelfknowError as err:
+                skipped[estimator_name] = str(err)
+                continue
+            for variant, values in _variants(estimator_name, raw, scalers).items():
+                for record, value in zip(records, values, strict=True):
+                    record.confidences[variant] = float(value)
+            write_records(scored, records)
+        best = (
+            json.loads((self.dir / "evaluation" / "metrics.json").read_text())["best"]
+            if (self.dir / "evaluation" / "metrics.json").exists()
+            else next(iter(records[0].confidences))
+        )
+        return self._report(
+            records,
+            out / "evaluation",
+            f"{config.model}: trained on {config.dataset}, tested on {dataset}",
+            best,
+            skipped=skipped,
+        )
+
+
+def _variants(name: str, raw: np.ndarray, scalers: dict[str, Any]) -> dict[str, np.ndarray]:
+    raw = np.clip(np.asarray(raw, dtype=float), 0.0, 1.0)
+    return {name: raw} | {f"{name}+{m}": scaler_from_dict(s).apply(raw) for m, s in scalers.items()}
 
 
 def _plotted(names: Sequence[str], best: str) -> list[str]:

@@ -1,0 +1,99 @@
+"""Calibration-tuning throughput on the embedded model against the FLOP floor of the tokens it processes.
+
+    .venv/bin/python bench/tuning_throughput.py --run runs/bench     # graded answers of a `selfknow tune` run
+
+Trains the calibration-tuning adapter for one epoch on the first ``--records`` graded training answers,
+twice: LoRA on the top 10 of 30 layers with the lower layers' activations cached, and LoRA on every
+layer (no cache). Reports tokens/s, the time over the FLOP floor and peak memory. The floor counts, per
+token, 2 x parameters for a forward pass and 2 x parameters for the backward pass through frozen
+weights (no weight gradients but LoRA's, which are negligible), over the layers that run, plus the LM
+head where logits are read; the caching pass is a forward pass of the lower layers, once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from peft import get_peft_model
+
+from answer_throughput import matmul_peak  # bench/ is on the path when this script runs
+from selfknow.confidence import labels
+from selfknow.confidence.query import render_query
+from selfknow.confidence.tuning import (
+    CachedQueries,
+    TuningConfig,
+    cache_queries,
+    num_layers,
+    query_options,
+    train_adapter,
+)
+from selfknow.data.records import read_records
+from selfknow.models import load_model
+
+
+def layer_parameters(model) -> list[int]:
+    return [sum(p.numel() for p in layer.parameters()) for layer in model.get_decoder().layers]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", type=Path, default=Path("runs/bench"))
+    parser.add_argument("--records", type=int, default=512)
+    parser.add_argument("--out", type=Path, default=Path("bench/results/tuning_throughput.json"))
+    args = parser.parse_args()
+    records = read_records(args.run / "answers" / "train.jsonl")[: args.records]
+    grades = labels(records)
+    results = {}
+    for name, top in (("top-10 layers, cached activations", 10), ("every layer, no cache", None)):
+        model, tokenizer = load_model("smollm2")
+        config = TuningConfig(top_layers=top, epochs=1, batch_size=16)  # one epoch: throughput, not quality
+        peft_model = get_peft_model(model, config.lora(num_layers(model)), adapter_name="ct")
+        queries = [render_query(r, tokenizer) for r in records]
+        tokens = sum(len(q.ids) for q in queries)
+        start = time.perf_counter()
+        items = cache_queries(peft_model, tokenizer, queries, grades, config)
+        cache_seconds = time.perf_counter() - start
+        data, validation = CachedQueries(items), CachedQueries(items[:64])
+        passes = []
+        hook = model.get_decoder().register_forward_hook(lambda *a, seen=passes: seen.append(1))
+        with tempfile.TemporaryDirectory() as scratch:
+            start = time.perf_counter()
+            train_adapter(peft_model, "ct", query_options(tokenizer, queries), data, validation, config, scratch)
+            train_seconds = time.perf_counter() - start
+        hook.remove()
+        steps = -(-len(data) // config.batch_size)
+        validation_passes = -(-len(validation) // config.batch_size)
+        sizes = layer_parameters(model)
+        first = num_layers(model) - (top or num_layers(model))
+        trained = sum(sizes[first:])
+        head = model.get_output_embeddings().weight.numel()
+        read = sum(len(item["answer_positions"]) + 1 for item in items)
+        floor_flops = 4 * trained * tokens + 4 * head * read + 2 * sum(sizes[:first]) * tokens
+        peak = matmul_peak(model.config.hidden_size, model.config.intermediate_size)
+        results[name] = {
+            "records": len(records),
+            "tokens": tokens,
+            "cache_seconds": round(cache_seconds, 1),
+            "train_seconds": round(train_seconds, 1),
+            "tokens_per_s": round(tokens / (cache_seconds + train_seconds), 1),
+            "train_tokens_per_s": round(tokens / train_seconds, 1),
+            "matmul_peak_gflops": round(peak, 1),
+            "time_over_floor": round((cache_seconds + train_seconds) / (floor_flops / peak / 1e9), 2),
+            "model_passes_per_training_step": round((len(passes) - validation_passes) / steps, 2),
+            "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
+        }
+        print(name, json.dumps(results[name]), flush=True)
+        del model, peft_model, items, data
+        torch.manual_seed(0)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
