@@ -6,8 +6,9 @@ Trains the calibration-tuning adapter for one epoch on the first ``--records`` g
 twice: LoRA on the top 10 of 30 layers with the lower layers' activations cached, and LoRA on every
 layer (no cache). Reports tokens/s, the time over the FLOP floor and peak memory. The floor counts, per
 token, 2 x parameters for a forward pass and 2 x parameters for the backward pass through frozen
-weights (no weight gradients but LoRA's, which are negligible), over the layers that run, plus the LM
-head where logits are read; the caching pass is a forward pass of the lower layers, once.
+weights (no weight gradients but LoRA's, which are negligible), over the tuned layers, plus the LM
+head where logits are read; and the caching pass, a forward pass of every layer, once (the
+regularizer's base distribution needs the last layer even when only the top layers are tuned).
 """
 
 from __future__ import annotations
@@ -74,7 +75,10 @@ def main() -> None:
         trained = sum(sizes[first:])
         head = model.get_output_embeddings().weight.numel()
         read = sum(len(item["answer_positions"]) + 1 for item in items)
-        floor_flops = 4 * trained * tokens + 4 * head * read + 2 * sum(sizes[:first]) * tokens
+        answers = read - len(items)
+        # caching: one base forward pass of every layer (the regularizer's base distribution needs the last
+        # layer), the LM head at the answer positions; training: forward and backward of the tuned layers
+        floor_flops = 2 * sum(sizes) * tokens + 2 * head * answers + 4 * trained * tokens + 4 * head * read
         peak = matmul_peak(model.config.hidden_size, model.config.intermediate_size)
         results[name] = {
             "records": len(records),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 import re
+from functools import partial
 
 import numpy as np
 import pytest
@@ -150,8 +151,14 @@ def test_selective_accuracy_keeps_the_most_confident():
     assert selective_accuracy(conf, correct, 1.0) == pytest.approx(3 / 5)
 
 
-def test_selective_accuracy_breaks_ties_by_input_order():
-    assert selective_accuracy([0.5, 0.5, 0.5], [0, 1, 1], 1 / 3) == 0.0
+def test_tied_confidences_give_the_expectation_over_random_tie_breaking():
+    assert selective_accuracy([0.5, 0.5, 0.5], [0, 1, 1], 1 / 3) == pytest.approx(2 / 3)
+    assert selective_accuracy([0.9, 0.5, 0.5, 0.1], [1, 0, 1, 0], 0.5) == pytest.approx(0.75)  # 1 and ½ of (0, 1)
+    # a constant scores the same whatever order the file is in
+    grades = [0, 0, 0, 1, 1, 0, 1, 0]
+    for metric in (aurc, adaptive_ece, partial(selective_accuracy, coverage=0.5)):
+        assert metric([0.3] * 8, grades) == pytest.approx(metric([0.3] * 8, grades[::-1]))
+    assert aurc([0.3] * 8, grades) == pytest.approx(5 / 8)
 
 
 def test_selective_accuracy_does_not_round_up_float_noise():

@@ -106,7 +106,7 @@ def test_tuned_estimators_learn_save_and_load_in_plain_peft_format(tiny, tmp_pat
     model, tokenizer = tiny
     context = Context("tiny", model=model, tokenizer=tokenizer, progress=False)
     before = model(input_ids=torch.tensor([[5, 6, 7]])).logits.detach()
-    fitted = estimator(top_layers=1, epochs=8, lr=5e-3, batch_size=16).fit(
+    fitted = estimator(top_layers=1, epochs=8, lr=2e-3, batch_size=16).fit(
         graded(48, "train"), graded(16, "validation"), context
     )
     test = graded(16, "test")

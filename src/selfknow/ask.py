@@ -1,20 +1,28 @@
-"""Answer a question and say how likely the answer is to be right, from a saved run.
+"""Answer a question and say how likely the answer is to be right, from a saved run or a bare model.
 
 One model is loaded once: the answer comes from the base model (adapters off), the confidence from
 the run's best estimator as chosen on validation (a calibration-tuned adapter, a probe, ...), with its
-post-hoc scaling. Answers are exactly the base model's: tuning never changes them.
+post-hoc scaling. Answers are exactly the base model's: tuning never changes them. Given a target risk,
+the asker abstains below a threshold chosen on the run's graded validation answers
+(:mod:`selfknow.abstention`). A bare model has no graded answers, so it can only offer the zero-shot
+query's uncalibrated confidence and cannot abstain with a guarantee.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
+from selfknow.abstention import AbstentionThreshold
 from selfknow.answer import AnswerConfig, answer_records
 from selfknow.api import fewshot_pool
-from selfknow.confidence.scaling import scaler_from_dict
+from selfknow.confidence import ESTIMATORS, Context, Estimator
+from selfknow.confidence.scaling import Scaler, scaler_from_dict
 from selfknow.data.records import Record
 from selfknow.errors import SelfknowError
 from selfknow.models import adapters_off
@@ -22,6 +30,7 @@ from selfknow.pipeline import Run
 from selfknow.prompts import Prompter, PromptStyle
 
 UNGRADED = "(not graded)"  # a question asked live has no gold answer
+BARE_MODEL_ESTIMATOR = "query"  # the only estimator that needs no graded answers
 
 
 @dataclass(frozen=True)
@@ -30,51 +39,119 @@ class Answer:
     answer: str
     confidence: float  # P(the answer is correct)
     estimator: str
+    abstained: bool = False  # confidence below the abstention threshold
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    truncated: bool = False  # stopped by the token limit rather than by the model
 
 
 class Asker:
-    """Loads a run's model and chosen estimator once; :meth:`ask` answers questions with confidence."""
+    """Loads a model and an estimator once; :meth:`ask` answers questions with confidence.
 
-    def __init__(self, run_dir: str | Path, estimator: str | None = None, *, progress: bool = False):
-        self.run = Run(run_dir, progress=progress)
-        metrics = self.run.dir / "evaluation" / "metrics.json"
+    ``Asker(run_dir)`` uses a run made by ``selfknow tune``; :meth:`from_model` serves a bare model.
+    Calls are serialised by a lock, so one asker can back a threaded server.
+    """
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        estimator: str | None = None,
+        *,
+        risk: float | None = None,
+        delta: float = 0.1,
+        progress: bool = False,
+    ):
+        run = Run(run_dir, progress=progress)
+        metrics = run.dir / "evaluation" / "metrics.json"
         if estimator is None:
             if not metrics.exists():
                 raise SelfknowError(f"{run_dir}: no evaluation yet to pick the best estimator; run `selfknow tune`")
             estimator = json.loads(metrics.read_text())["best"]
-        self.name = estimator
         base_name, _, scaling = estimator.partition("+")
-        self.estimator, scalers = self.run.load_estimator(base_name)
+        fitted, scalers = run.load_estimator(base_name)
         if scaling and scaling not in scalers:
             raise SelfknowError(f"unknown scaling '{scaling}' for '{base_name}'; have {', '.join(scalers)}")
-        self.scaler = scaler_from_dict(scalers[scaling]) if scaling else None
-        config = self.run.config
+        config = run.config
         pool = fewshot_pool(config.dataset, format=config.format, seed=config.seed) if config.kshot else []
-        self.prompter = Prompter(
-            self.run.context.tokenizer, PromptStyle(chat=config.chat, kshot=config.kshot, seed=config.seed), pool
+        self._setup(
+            run.context,
+            fitted,
+            estimator,
+            scaler_from_dict(scalers[scaling]) if scaling else None,
+            PromptStyle(chat=config.chat, kshot=config.kshot, seed=config.seed),
+            pool,
+            config.max_new_tokens,
+            run.abstention(estimator, risk, delta) if risk is not None else None,
         )
+        self.model_name = config.model
 
-    def ask(self, questions: str | Sequence[str]) -> list[Answer]:
+    @classmethod
+    def from_model(
+        cls,
+        model: str,
+        *,
+        chat: bool | None = None,
+        max_new_tokens: int = 32,
+        device: str = "auto",
+        trust_remote_code: bool = False,
+    ) -> Asker:
+        """An asker on a model with no run: zero-shot query confidence, uncalibrated, no abstention."""
+        asker = cls.__new__(cls)
+        context = Context(model, device=device, progress=False, trust_remote_code=trust_remote_code)
+        estimator = ESTIMATORS[BARE_MODEL_ESTIMATOR]()
+        asker._setup(context, estimator, estimator.name, None, PromptStyle(chat=chat), [], max_new_tokens, None)
+        asker.model_name = model
+        return asker
+
+    def _setup(
+        self,
+        context: Context,
+        estimator: Estimator,
+        name: str,
+        scaler: Scaler | None,
+        style: PromptStyle,
+        pool: list[Record],
+        max_new_tokens: int,
+        threshold: AbstentionThreshold | None,
+    ) -> None:
+        self.context, self.estimator, self.name, self.scaler = context, estimator, name, scaler
+        self.prompter = Prompter(context.tokenizer, style, pool)
+        self.max_new_tokens, self.threshold = max_new_tokens, threshold
+        self._lock = threading.Lock()
+
+    @property
+    def tokenizer(self):
+        return self.context.tokenizer
+
+    def ask(self, questions: str | Sequence[str], max_new_tokens: int | None = None) -> list[Answer]:
         questions = [questions] if isinstance(questions, str) else list(questions)
-        if not questions or any(not q.strip() for q in questions):
+        if not questions or any(not isinstance(q, str) or not q.strip() for q in questions):
             raise SelfknowError("ask needs a non-empty question")
-        context = self.run.context
+        limit = max_new_tokens or self.max_new_tokens
         records = [
             Record(id=f"ask/{i}", dataset="ask", split="test", question=q.strip(), answer=UNGRADED)
             for i, q in enumerate(questions)
         ]
-        with adapters_off(context.lm) as base:
-            answered, _ = answer_records(
-                base,
-                context.tokenizer,
-                records,
-                prompter=self.prompter,
-                config=AnswerConfig(max_new_tokens=self.run.config.max_new_tokens),
-                progress=False,
-            )
-        confidence = self.estimator.score(answered, context)
+        with self._lock:
+            context = self.context
+            with adapters_off(context.lm) as base:
+                answered, _ = answer_records(
+                    base,
+                    context.tokenizer,
+                    records,
+                    prompter=self.prompter,
+                    config=AnswerConfig(max_new_tokens=limit),
+                    progress=False,
+                )
+            confidence = self.estimator.score(answered, context)
         if self.scaler is not None:
             confidence = self.scaler.apply(confidence)
-        return [
-            Answer(r.question, r.output or "", float(p), self.name) for r, p in zip(answered, confidence, strict=True)
-        ]
+        abstain = ~self.threshold.answers(confidence) if self.threshold is not None else np.zeros(len(answered), bool)
+        replies = []
+        for record, p, no in zip(answered, confidence, abstain, strict=True):
+            used = len(record.scores.get("token_logprobs", []))
+            prompt = len(self.tokenizer(record.prompt or "", add_special_tokens=False).input_ids)
+            replies.append(
+                Answer(record.question, record.output or "", float(p), self.name, bool(no), prompt, used, used >= limit)
+            )
+        return replies

@@ -263,7 +263,9 @@ def tune(
         raise DataError(f"bad run settings: {err}") from None
     summary = Run(run_dir, run_config).run([s.strip() for s in stages.split(",") if s.strip()])
     if summary:
-        console.print((run_dir / "evaluation" / "report.md").read_text().split("## By dataset")[0])
+        console.print(
+            (run_dir / "evaluation" / "report.md").read_text().split("## By dataset")[0], soft_wrap=True, markup=False
+        )
         console.print(f"best on validation: {summary['best']}; report: {run_dir / 'evaluation' / 'report.md'}")
 
 
@@ -275,20 +277,44 @@ def evaluate(
     format: Annotated[str | None, typer.Option("--format", "-f", help="Format of the other dataset.")] = None,
     kshot: Annotated[int | None, typer.Option(help="Worked examples per prompt for the other dataset.")] = None,
     limit: Annotated[int | None, typer.Option(help="Seeded subset of the other dataset's test split.")] = None,
+    risk: Annotated[
+        float | None, typer.Option(help="Target risk: choose each estimator's abstention threshold on validation.")
+    ] = None,
+    delta: Annotated[float, typer.Option(help="Allowed probability that the risk guarantee fails.")] = 0.1,
 ) -> None:
     """Score validation and test with every fitted estimator and write the report; with --dataset, apply
-    the run's estimators unchanged to another dataset (written under <run>/transfer/<name>/)."""
+    the run's estimators unchanged to another dataset (written under <run>/transfer/<name>/); with --risk,
+    pick abstention thresholds on validation and report the coverage and risk they give on test."""
     run = Run(run_dir)
     if dataset is None:
         run.run(["score", "evaluate"])
         report = run_dir / "evaluation" / "report.md"
+        if risk is not None:
+            _print_abstention(run.abstention_report(risk, delta))
     else:
         label = name or dataset.split(":")[0]
         summary = run.transfer(dataset, name=label, format=format, kshot=kshot, limit=limit)
         for estimator, reason in summary["skipped"].items():
             console.print(f"skipped {estimator}: {reason}")
         report = run_dir / "transfer" / label / "evaluation" / "report.md"
-    console.print(report.read_text().split("## By dataset")[0])
+    console.print(report.read_text().split("## By dataset")[0], soft_wrap=True, markup=False)
+
+
+def _print_abstention(summary: dict) -> None:
+    console.print(
+        f"Abstention at target risk {summary['target_risk']:g} (δ = {summary['delta']:g}); thresholds chosen on "
+        f"validation, measured on {summary['test_records']} test answers:",
+        soft_wrap=True,
+    )
+    table = Table("estimator", "threshold", "validation coverage", "test coverage", "test risk")
+    for name, row in summary["estimators"].items():
+        threshold = "abstain always" if row["threshold"] is None else f"{row['threshold']:.3f}"
+        test_risk = "—" if row["test_risk"] is None else f"{row['test_risk']:.3f}"
+        table.add_row(name, threshold, f"{row['coverage']:.3f}", f"{row['test_coverage']:.3f}", test_risk)
+    console.print(table)
+
+
+RISK_HELP = "Target risk: abstain below the threshold chosen on the run's validation answers."
 
 
 @app.command()
@@ -298,15 +324,65 @@ def ask(
         "runs/demo"
     ),
     estimator: Annotated[str | None, typer.Option(help="Estimator (default: the run's best on validation).")] = None,
+    risk: Annotated[float | None, typer.Option(help=RISK_HELP)] = None,
 ) -> None:
     """Answer with the base model and give the probability the answer is correct."""
     from selfknow.ask import Asker
 
-    for reply in Asker(run, estimator).ask(question):
+    for reply in Asker(run, estimator, risk=risk).ask(question):
+        verdict = " — abstains" if reply.abstained else ""
         console.print(
             f"[bold]{reply.question}[/bold]\n  {reply.answer}\n  P(correct) = {reply.confidence:.2f} "
-            f"({reply.estimator})"
+            f"({reply.estimator}){verdict}"
         )
+
+
+@app.command()
+def serve(
+    target: Annotated[str, typer.Argument(help="A run directory made by `selfknow tune`, or a model spec.")],
+    estimator: Annotated[str | None, typer.Option(help="Estimator of the run (default: best on validation).")] = None,
+    risk: Annotated[float | None, typer.Option(help=RISK_HELP)] = None,
+    delta: Annotated[float, typer.Option(help="Allowed probability that the risk guarantee fails.")] = 0.1,
+    host: Annotated[str, typer.Option(help="Interface to bind; 0.0.0.0 exposes the service to the network.")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    name: Annotated[str | None, typer.Option(help="Model name clients use (default: the model spec).")] = None,
+    max_batch: Annotated[int, typer.Option(help="Questions answered together.")] = 16,
+    batch_window_ms: Annotated[float, typer.Option(help="How long a request waits for others to batch with.")] = 20,
+    max_pending: Annotated[int, typer.Option(help="Unfinished requests held; more are refused with 503.")] = 64,
+    max_tokens_cap: Annotated[int, typer.Option(help="Most new tokens a request may ask for.")] = 256,
+    max_prompt_tokens: Annotated[int, typer.Option(help="Longest question accepted, in tokens.")] = 1024,
+    max_body_bytes: Annotated[int, typer.Option(help="Largest request body accepted.")] = 64 * 1024,
+    timeout: Annotated[float, typer.Option(help="Seconds before a request is answered 504.")] = 120,
+    trust_remote_code: Annotated[bool, typer.Option(help="Run model code from the model's repository.")] = False,
+) -> None:
+    """Serve answers with confidence over HTTP: OpenAI-compatible /v1/chat/completions and /v1/completions,
+    plus /v1/ask, /v1/models and /health."""
+    import uvicorn
+
+    from selfknow.ask import Asker
+    from selfknow.service import ServiceConfig, create_app
+
+    if (Path(target) / "config.json").exists() and (Path(target) / "estimators").exists():
+        if trust_remote_code:
+            raise SelfknowError("--trust-remote-code applies to a model spec, not to a run directory")
+        asker = Asker(target, estimator, risk=risk, delta=delta)
+    else:
+        if risk is not None or estimator is not None:
+            raise SelfknowError("--risk and --estimator need a run directory with graded validation answers")
+        asker = Asker.from_model(target, trust_remote_code=trust_remote_code)
+    config = ServiceConfig(
+        max_batch=max_batch,
+        batch_window_ms=batch_window_ms,
+        max_pending=max_pending,
+        max_body_bytes=max_body_bytes,
+        max_prompt_tokens=max_prompt_tokens,
+        max_tokens_cap=max_tokens_cap,
+        timeout_s=timeout,
+    )
+    console.print(f"serving {name or asker.model_name} ({asker.name}) on http://{host}:{port}", soft_wrap=True)
+    uvicorn.run(create_app(asker, config, model_name=name), host=host, port=port, log_level="warning")
 
 
 def main() -> None:

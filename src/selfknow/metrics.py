@@ -141,16 +141,17 @@ def top_label_ece(confidence: ArrayLike, correct: ArrayLike, bins: int = 10) -> 
 
 
 def adaptive_ece(confidence: ArrayLike, correct: ArrayLike, bins: int = 10) -> float:
-    """ECE over equal-mass bins: the records sorted by confidence (stable sort) and split into B groups whose
-    sizes differ by at most one (fewer, non-empty groups when N < B); ECE = Σ_b (n_b/N)·|accuracy_b − conf_b|.
+    """ECE over equal-mass bins: the records sorted by confidence (tied records share their mean grade) and split
+    into B groups whose sizes differ by at most one (fewer, non-empty groups when N < B);
+    ECE = Σ_b (n_b/N)·|accuracy_b − conf_b|.
 
     Equal-width bins leave most of them nearly empty when confidences cluster (as they do near 0 or 1); equal-mass
     bins give every bin the same weight of evidence.
     """
     conf, hit, _ = _check(confidence, correct)
-    order = np.argsort(conf, kind="stable")
-    index = np.repeat(np.arange(bins), [len(part) for part in np.array_split(order, bins)])
-    return _binned_gap(conf[order], hit[order], index, bins)
+    ranked_conf, ranked_hit = _ranked(conf, hit, descending=False)
+    index = np.repeat(np.arange(bins), [len(part) for part in np.array_split(ranked_conf, bins)])
+    return _binned_gap(ranked_conf, ranked_hit, index, bins)
 
 
 def brier(confidence: ArrayLike, correct: ArrayLike) -> float:
@@ -213,13 +214,27 @@ def auprc(confidence: ArrayLike, correct: ArrayLike) -> float:
     return float(average_precision_score(hit, conf))
 
 
+def _ranked(conf: np.ndarray, hit: np.ndarray, descending: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """Confidences and grades sorted by confidence, each grade replaced by the mean grade of the records tied with
+    it: the expected grade at that rank when ties are broken at random.
+
+    Why: breaking ties by input order makes the metrics of a tied estimator (a constant, a per-dataset rate)
+    depend on how the file happens to be sorted, and puts its point value outside its own bootstrap interval.
+    """
+    order = np.argsort(-conf if descending else conf, kind="stable")
+    ranked_conf, ranked_hit = conf[order], hit[order].astype(float)
+    group = np.cumsum(np.r_[True, ranked_conf[1:] != ranked_conf[:-1]]) - 1
+    means = np.bincount(group, weights=ranked_hit) / np.bincount(group)
+    return ranked_conf, means[group]
+
+
 def _ranked_hits(conf: np.ndarray, hit: np.ndarray) -> np.ndarray:
-    """The grades ordered from most to least confident; ties keep their input order (stable sort of −conf)."""
-    return hit[np.argsort(-conf, kind="stable")]
+    """Expected grades from most to least confident (ties averaged, see :func:`_ranked`)."""
+    return _ranked(conf, hit)[1]
 
 
 def selective_accuracy(confidence: ArrayLike, correct: ArrayLike, coverage: float) -> float:
-    """Accuracy on the k = ⌈coverage·N⌉ most confident answers (ties broken by input order): what a user gets by
+    """Accuracy on the k = ⌈coverage·N⌉ most confident answers (expected over random tie-breaking): what a user gets by
     answering only the fraction ``coverage`` of questions the model is surest of, abstaining on the rest."""
     conf, hit, _ = _check(confidence, correct)
     if not 0 < coverage <= 1:
@@ -230,7 +245,8 @@ def selective_accuracy(confidence: ArrayLike, correct: ArrayLike, coverage: floa
 
 
 def risk_coverage_curve(confidence: ArrayLike, correct: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-    """Coverage k/N and risk (error rate among the k most confident answers, ties by input order) for k = 1..N."""
+    """Coverage k/N and risk (expected error rate among the k most confident answers, ties broken at random) for
+    k = 1..N."""
     conf, hit, _ = _check(confidence, correct)
     k = np.arange(1, len(conf) + 1)
     return k / len(conf), np.cumsum(1 - _ranked_hits(conf, hit)) / k

@@ -14,6 +14,7 @@ run resumes stage by stage (and answering resumes inside its stage)::
 from __future__ import annotations
 
 import json
+import math
 import platform
 import subprocess
 from collections.abc import Sequence
@@ -25,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from selfknow import __version__
+from selfknow.abstention import AbstentionThreshold, choose_threshold, selective_risk
 from selfknow.answer import AnswerConfig
 from selfknow.api import answer_dataset, grade_file
 from selfknow.confidence import ESTIMATORS, Context, Estimator, labels
@@ -266,6 +268,37 @@ class Run:
                     continue
                 estimator, scalers = self.load_estimator(name)
                 self._store_scores(split, name, estimator.score(records, self.context), scalers)
+
+    def abstention(self, name: str, risk: float, delta: float = 0.1) -> AbstentionThreshold:
+        """The threshold below which ``name`` (an estimator or a scaled variant such as ``ct+ts``) abstains,
+        chosen on the graded validation answers so that the risk among answered questions is at most ``risk``
+        with probability 1 − ``delta``."""
+        if not self.scores("validation").exists():
+            raise SelfknowError(f"{self.dir}: no validation scores yet; run the fit stage")
+        validation = read_records(self.scores("validation"))
+        if name not in validation[0].confidences:
+            raise SelfknowError(
+                f"{self.dir}: no validation scores for '{name}'; have {', '.join(validation[0].confidences)}"
+            )
+        confidence = [r.confidences[name] for r in validation]
+        return choose_threshold(confidence, labels(validation), risk, delta)
+
+    def abstention_report(self, risk: float, delta: float = 0.1) -> dict[str, Any]:
+        """For every scored confidence: the threshold chosen on validation and the coverage and risk it gives
+        on the test split (the check that the guarantee holds), written to evaluation/abstention.json."""
+        test = read_records(self.scores("test"))
+        correct = labels(test)
+        rows = {}
+        for name in test[0].confidences:
+            chosen = self.abstention(name, risk, delta)
+            test_risk, test_coverage = selective_risk([r.confidences[name] for r in test], correct, chosen.threshold)
+            rows[name] = {**chosen.to_dict(), "test_coverage": test_coverage}
+            rows[name]["test_risk"] = None if math.isnan(test_risk) else test_risk
+        summary = {"target_risk": risk, "delta": delta, "test_records": len(test), "estimators": rows}
+        out = self.dir / "evaluation" / "abstention.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(summary, indent=2, default=float, allow_nan=False) + "\n")
+        return summary
 
     def evaluate(self) -> dict[str, Any]:
         test, validation = read_records(self.scores("test")), read_records(self.scores("validation"))

@@ -57,8 +57,10 @@ class Context:
         seed: int = 0,
         device: str = "auto",
         progress: bool = True,
+        trust_remote_code: bool = False,
     ):
         self.model_spec, self.seed, self.device, self.progress = model_spec, seed, device, progress
+        self.trust_remote_code = trust_remote_code
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         if model is not None:
             self.__dict__["model_and_tokenizer"] = (model, tokenizer)
@@ -67,7 +69,7 @@ class Context:
     def model_and_tokenizer(self):
         from selfknow.models import load_model
 
-        return load_model(self.model_spec, device=self.device)
+        return load_model(self.model_spec, device=self.device, trust_remote_code=self.trust_remote_code)
 
     @property
     def model(self):
@@ -88,6 +90,9 @@ class Context:
         make it the active one; one PEFT wrapper holds every adapter of the process."""
         from peft import PeftModel, get_peft_model
 
+        if directory is not None and not (Path(directory) / "adapter_model.safetensors").exists():
+            # PEFT would fall back to a pickled adapter_model.bin, which can run code when loaded
+            raise SelfknowError(f"{directory}: no adapter_model.safetensors (adapters load from safetensors only)")
         peft_model = self.__dict__.get("peft_model")
         if peft_model is None:
             if directory is not None:

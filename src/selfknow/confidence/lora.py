@@ -56,14 +56,15 @@ class _Tuned(Estimator):
         queries_train = [render_query(r, tokenizer) for r in train]
         queries_val = [render_query(r, tokenizer) for r in validation]
         options = query_options(tokenizer, queries_train)
-        peft_model = self._peft_model = context.attach_adapter(self.name, tuning.lora(num_layers(context.model)))
+        with torch.random.fork_rng(devices=[]):  # the adapter's and head's initial weights follow the seed
+            torch.manual_seed(tuning.seed)
+            peft_model = self._peft_model = context.attach_adapter(self.name, tuning.lora(num_layers(context.model)))
+            hidden_size = context.model.config.get_text_config().hidden_size
+            self._head = make_head(hidden_size) if self.head_kind == "probe" else None
         cache = [
             cache_queries(peft_model, tokenizer, q, labels(rs), tuning, progress=context.progress)
             for q, rs in ((queries_train, train), (queries_val, validation))
         ]
-        self._head = (
-            make_head(context.model.config.get_text_config().hidden_size) if self.head_kind == "probe" else None
-        )
         with tempfile.TemporaryDirectory() as scratch:
             result = train_adapter(
                 peft_model,
