@@ -151,9 +151,12 @@ def test_killing_answer_midway_and_rerunning_loses_and_duplicates_nothing(tmp_pa
     assert not journal.exists()
 
 
-def test_two_processes_under_accelerate_give_the_records_of_one(tmp_path, tiny_llama_dir):
-    data = toy_file(tmp_path, n=30, format="choice")
-    args = ["-m", "selfknow.cli", "answer", f"jsonl:{data}", "-m", str(tiny_llama_dir), "-f", "choice"]
+@pytest.mark.parametrize("format", ["choice", "oe"])
+def test_two_processes_under_accelerate_give_the_records_of_one(tmp_path, tiny_llama_dir, format):
+    data = toy_file(tmp_path, n=30, format=format)
+    args = ["-m", "selfknow.cli", "answer", f"jsonl:{data}", "-m", str(tiny_llama_dir), "-f", format]
+    if format == "oe":
+        args += ["--max-new-tokens", "6"]
     accelerate = Path(sys.executable).with_name("accelerate")
     subprocess.run([sys.executable, *args, "-o", str(tmp_path / "one.jsonl")], check=True, capture_output=True)
     subprocess.run(
@@ -163,5 +166,20 @@ def test_two_processes_under_accelerate_give_the_records_of_one(tmp_path, tiny_l
     )
     one, two = read_records(tmp_path / "one.jsonl"), read_records(tmp_path / "two.jsonl")
     assert [(r.id, r.output) for r in one] == [(r.id, r.output) for r in two]
+    key = "choice_logits" if format == "choice" else "token_logprobs"
     for a, b in zip(one, two, strict=True):
-        assert a.scores["choice_logits"] == pytest.approx(b.scores["choice_logits"], abs=1e-4)
+        assert a.scores[key] == pytest.approx(b.scores[key], abs=1e-4)
+
+
+def test_two_process_calibration_tuning_matches_one_process_at_the_same_effective_batch(tmp_path, tiny_llama_dir):
+    script = Path(__file__).parent / "scripts" / "tune_tiny.py"
+    accelerate = Path(sys.executable).with_name("accelerate")
+    one, two = tmp_path / "one.json", tmp_path / "two.json"
+    subprocess.run([sys.executable, str(script), str(tiny_llama_dir), str(one), "16"], check=True, capture_output=True)
+    launch = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", str(script)]
+    subprocess.run([*launch, str(tiny_llama_dir), str(two), "8"], check=True, capture_output=True)
+    single, double = json.loads(one.read_text()), json.loads(two.read_text())
+    assert (single["processes"], double["processes"]) == (1, 2)
+    assert single["validation_nll_per_epoch"][-1] < single["validation_nll_per_epoch"][0]  # it learned something
+    assert double["validation_nll_per_epoch"] == pytest.approx(single["validation_nll_per_epoch"], abs=2e-3)
+    assert double["scores"] == pytest.approx(single["scores"], abs=2e-3)

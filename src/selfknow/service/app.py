@@ -118,7 +118,7 @@ def create_app(asker: Asker, config: ServiceConfig = ServiceConfig(), model_name
             return await asyncio.wait_for(batcher.submit(questions, limit), config.timeout_s)
         except Overloaded as error:
             raise ServiceError(503, f"server busy: {error}; retry later", "overloaded", "server_error") from error
-        except TimeoutError as error:
+        except asyncio.TimeoutError as error:
             raise ServiceError(504, f"no answer within {config.timeout_s:g} s", "timeout", "server_error") from error
         except SelfknowError as error:
             raise ServiceError(400, str(error), "invalid_question") from error

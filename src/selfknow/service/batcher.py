@@ -78,7 +78,7 @@ class Batcher:
             if timeout is None:
                 return await self._queue.get()
             return await asyncio.wait_for(self._queue.get(), max(timeout, 0.0))
-        except TimeoutError:
+        except asyncio.TimeoutError:
             return None
 
     async def _collect(self) -> list[_Job]:
