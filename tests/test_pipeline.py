@@ -122,3 +122,37 @@ def test_transfer_applies_the_fitted_estimators_to_another_dataset(tiny_llama_di
     assert summary["records"] == 20 and not summary["skipped"]
     assert (tmp_path / "run" / "transfer" / "again" / "evaluation" / "report.md").exists()
     assert set(summary["metrics"]) == set(read_records(tmp_path / "run" / "scores" / "test.jsonl")[0].confidences)
+
+
+def test_two_processes_under_accelerate_tune_to_the_same_scores_as_one(tiny_llama_dir, dataset, tmp_path):
+    settings = tmp_path / "settings.json"
+    settings.write_text(json.dumps({"bootstrap": 20, "max_new_tokens": 4}))
+    args = ["-m", "selfknow.cli", "tune", "--config", str(settings), "-m", str(tiny_llama_dir)]
+    args += ["--dataset", f"jsonl:{dataset}", "--estimators", "dataset-accuracy,query,probe"]
+    subprocess.run([sys.executable, *args[:3], str(tmp_path / "one"), *args[3:]], check=True, capture_output=True)
+    accelerate = [str(Path(sys.executable).with_name("accelerate")), "launch", "--multi_gpu", "--num_processes", "2"]
+    subprocess.run([*accelerate, *args[:3], str(tmp_path / "two"), *args[3:]], check=True, capture_output=True)
+    one, two = (read_records(tmp_path / run / "scores" / "test.jsonl") for run in ("one", "two"))
+    assert [(r.id, r.output, r.correct) for r in one] == [(r.id, r.output, r.correct) for r in two]
+    for a, b in zip(one, two, strict=True):
+        assert set(a.confidences) == set(b.confidences)
+        for name, value in a.confidences.items():
+            assert b.confidences[name] == pytest.approx(value, abs=1e-4), name
+    assert (tmp_path / "two" / "evaluation" / "report.md").exists()
+
+
+def test_abstention_thresholds_come_from_validation_and_are_checked_on_test(tiny_llama_dir, dataset, tmp_path):
+    run = Run(tmp_path / "run", config(tiny_llama_dir, dataset), progress=False)
+    run.run()
+    summary = run.abstention_report(risk=0.6, delta=0.2)
+    assert json.loads((tmp_path / "run" / "evaluation" / "abstention.json").read_text()) == summary
+    for row in summary["estimators"].values():
+        assert 0 <= row["coverage"] <= 1 and 0 <= row["test_coverage"] <= 1
+        if row["threshold"] is None:  # nothing could be certified: abstain on everything
+            assert row["coverage"] == 0 and row["test_coverage"] == 0
+    asker = Asker(tmp_path / "run", "constant", risk=0.6, delta=0.2)
+    assert asker.threshold == run.abstention("constant", 0.6, 0.2)
+    reply = asker.ask("What is 3 plus 3?")[0]
+    assert reply.abstained == (reply.confidence < asker.threshold.threshold)
+    with pytest.raises(SelfknowError, match="no validation scores for 'nope'"):
+        run.abstention("nope", 0.1)

@@ -72,6 +72,7 @@ class Asker:
         if scaling and scaling not in scalers:
             raise SelfknowError(f"unknown scaling '{scaling}' for '{base_name}'; have {', '.join(scalers)}")
         config = run.config
+        run.context.cache_dir = None  # live questions are never asked twice: caching their features only fills the disk
         pool = fewshot_pool(config.dataset, format=config.format, seed=config.seed) if config.kshot else []
         self._setup(
             run.context,

@@ -287,13 +287,16 @@ def evaluate(
     pick abstention thresholds on validation and report the coverage and risk they give on test."""
     run = Run(run_dir)
     if dataset is None:
-        run.run(["score", "evaluate"])
+        if run.run(["score", "evaluate"]) is None:
+            return  # another process of an `accelerate launch` writes and prints
         report = run_dir / "evaluation" / "report.md"
         if risk is not None:
             _print_abstention(run.abstention_report(risk, delta))
     else:
         label = name or dataset.split(":")[0]
         summary = run.transfer(dataset, name=label, format=format, kshot=kshot, limit=limit)
+        if summary is None:
+            return
         for estimator, reason in summary["skipped"].items():
             console.print(f"skipped {estimator}: {reason}")
         report = run_dir / "transfer" / label / "evaluation" / "report.md"

@@ -32,6 +32,7 @@ from selfknow.api import answer_dataset, grade_file
 from selfknow.confidence import ESTIMATORS, Context, Estimator, labels
 from selfknow.confidence.scaling import fit_scaler, scaler_from_dict
 from selfknow.data.records import Record, read_records, write_records
+from selfknow.distributed import process_state
 from selfknow.errors import SelfknowError
 from selfknow.metrics import evaluate_scores
 from selfknow.models import DEFAULT_MODEL
@@ -160,8 +161,18 @@ class Run:
             self.config = config
         self.dir.mkdir(parents=True, exist_ok=True)
         text = json.dumps(asdict(self.config), indent=2) + "\n"
-        if not saved.exists() or saved.read_text() != text:
+        if self.writer and (not saved.exists() or saved.read_text() != text):
             saved.write_text(text)
+
+    @property
+    def writer(self) -> bool:
+        """Whether this process writes the run's files: under ``accelerate launch`` every process computes
+        (answering, features and training are shared out among them) and the main process writes."""
+        return process_state().is_main_process
+
+    def _synced(self) -> None:
+        """Wait until the main process has written, so every process reads the same files."""
+        process_state().wait_for_everyone()
 
     @cached_property
     def context(self) -> Context:
@@ -212,8 +223,9 @@ class Run:
     def grade(self) -> None:
         for split in SPLITS:
             records = read_records(self.answers(split))
-            if any(r.correct is None for r in records):
+            if self.writer and any(r.correct is None for r in records):
                 grade_file(self.answers(split), progress=self.progress)
+        self._synced()
 
     def records(self, split: str) -> list[Record]:
         path = self.answers(split)
@@ -233,14 +245,16 @@ class Run:
                 continue
             estimator = ESTIMATORS[name](**self.config.options.get(name, {}))
             estimator.fit(train, validation, self.context)
-            estimator.save(directory)
             raw = estimator.score(validation, self.context)
             scalers = {
                 method: fit_scaler("temperature" if method == "ts" else "platt", raw, labels(validation)).to_dict()
                 for method in SCALINGS
             }
-            self._store_scores("validation", name, raw, scalers)
-            (directory / "scalers.json").write_text(json.dumps(scalers, indent=2))
+            if self.writer:
+                estimator.save(directory)
+                self._store_scores("validation", name, raw, scalers)
+                (directory / "scalers.json").write_text(json.dumps(scalers, indent=2))
+            self._synced()
 
     def _scored(self, split: str) -> list[Record]:
         path = self.scores(split)
@@ -267,7 +281,10 @@ class Run:
                 if name in records[0].confidences:
                     continue
                 estimator, scalers = self.load_estimator(name)
-                self._store_scores(split, name, estimator.score(records, self.context), scalers)
+                raw = estimator.score(records, self.context)
+                if self.writer:
+                    self._store_scores(split, name, raw, scalers)
+                self._synced()
 
     def abstention(self, name: str, risk: float, delta: float = 0.1) -> AbstentionThreshold:
         """The threshold below which ``name`` (an estimator or a scaled variant such as ``ct+ts``) abstains,
@@ -300,7 +317,9 @@ class Run:
         out.write_text(json.dumps(summary, indent=2, default=float, allow_nan=False) + "\n")
         return summary
 
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self) -> dict[str, Any] | None:
+        if not self.writer:  # metrics need no model: the main process computes and writes them
+            return None
         test, validation = read_records(self.scores("test")), read_records(self.scores("validation"))
         names = [n for n in test[0].confidences if n.split("+")[0] in self.config.estimators]
         best = best_on_validation(validation, names)
@@ -338,7 +357,7 @@ class Run:
         kshot: int | None = None,
         limit: int | None = None,
         split: str = "test",
-    ) -> dict[str, Any]:
+    ) -> dict[str, Any] | None:
         """The run's estimators (and their validation-fitted scalers), unchanged, on another dataset's
         answers: how far what was learned carries. Estimators that cannot score that format are listed."""
         config, out = self.config, self.dir / "transfer" / name
@@ -358,8 +377,9 @@ class Run:
                 progress=self.progress,
                 loaded=self.context.model_and_tokenizer,
             )
-        if any(r.correct is None for r in read_records(answers)):
+        if self.writer and any(r.correct is None for r in read_records(answers)):
             grade_file(answers, progress=self.progress)
+        self._synced()
         records = read_records(scored if scored.exists() else answers)
         skipped: dict[str, str] = {}
         for estimator_name in config.estimators:
@@ -374,7 +394,10 @@ class Run:
             for variant, values in _variants(estimator_name, raw, scalers).items():
                 for record, value in zip(records, values, strict=True):
                     record.confidences[variant] = float(value)
-            write_records(scored, records)
+            if self.writer:
+                write_records(scored, records)
+        if not self.writer:
+            return None
         best = (
             json.loads((self.dir / "evaluation" / "metrics.json").read_text())["best"]
             if (self.dir / "evaluation" / "metrics.json").exists()

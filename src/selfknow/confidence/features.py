@@ -14,12 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from accelerate.utils import gather_object
 from safetensors.torch import load_file, save_file
 
 from selfknow.batching import make_batches
 from selfknow.confidence.base import Context
 from selfknow.confidence.query import QueryText, option_ids, render_query
 from selfknow.data.records import Record
+from selfknow.distributed import process_state
 from selfknow.engine import left_pad
 from selfknow.models import adapters_off
 from selfknow.progress import token_progress
@@ -44,15 +46,20 @@ def forward_queries(
     max_batch_tokens: int = 16384,
     progress: bool = False,
 ) -> QueryFeatures:
-    """Option logits (and last-token hidden states) of each query; left-padded, length-sorted batches."""
+    """Option logits (and last-token hidden states) of each query; left-padded, length-sorted batches.
+
+    Under ``accelerate launch`` each process reads its share of the queries and every process ends
+    with all of them."""
+    state = process_state()
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     options: dict[str, tuple[int, int]] = {}
+    mine = list(range(state.process_index, len(queries), state.num_processes))
     lengths = [len(q.ids) for q in queries]
     logits_out = torch.empty(len(queries), 2)
     hidden_out = None
-    with token_progress(len(queries), "reading queries", progress) as bar:
-        for batch in make_batches(range(len(queries)), lengths, max_rows=64, max_tokens=max_batch_tokens):
+    with token_progress(len(mine), "reading queries", progress and state.is_main_process) as bar:
+        for batch in make_batches(mine, lengths, max_rows=64, max_tokens=max_batch_tokens):
             ids, mask = left_pad([queries[i].ids for i in batch.rows], batch.width, pad, device)
             out = model(
                 input_ids=ids,
@@ -72,6 +79,14 @@ def forward_queries(
                     hidden_out = torch.empty(len(queries), *states.shape[1:], dtype=torch.float16)
                 hidden_out[batch.rows] = states
             bar.advance(len(batch.rows), sum(lengths[i] for i in batch.rows))
+    if state.num_processes > 1:
+        shares = gather_object([(mine, logits_out[mine], None if hidden_out is None else hidden_out[mine])])
+        for rows, logits, states in shares:
+            logits_out[rows] = logits
+            if states is not None:
+                if hidden_out is None:
+                    hidden_out = torch.empty(len(queries), *states.shape[1:], dtype=torch.float16)
+                hidden_out[rows] = states
     return QueryFeatures(logits_out, hidden_out)
 
 
@@ -93,7 +108,9 @@ def base_query_features(records: Sequence[Record], context: Context, style: str 
     queries = [render_query(r, context.tokenizer, style) for r in records]
     with adapters_off(context.lm):
         features = forward_queries(context.lm, context.tokenizer, queries, hidden=True, progress=context.progress)
-    if path is not None:
+    state = process_state()
+    if path is not None and state.is_main_process:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file({"option_logits": features.option_logits, "hidden": features.hidden}, str(path))
+    state.wait_for_everyone()
     return features
