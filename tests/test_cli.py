@@ -58,9 +58,18 @@ def test_answer_then_grade_writes_graded_records_and_prints_accuracy(
 
 
 def test_every_command_has_help(monkeypatch, capsys):
-    for command in ("datasets", "models", "answer", "grade", "demo", "tune", "evaluate", "ask"):
+    from selfknow.cli import app
+
+    commands = [c.name or c.callback.__name__ for c in app.registered_commands]
+    assert {"answer", "grade", "tune", "evaluate", "ask", "serve"} <= set(commands)
+    for command in commands:
         code, stdout, _ = run_cli(monkeypatch, capsys, command, "--help")
         assert code == 0 and "Usage" in stdout
+
+
+def test_serving_a_bare_model_with_a_target_risk_is_refused_clearly(monkeypatch, capsys, tiny_llama_dir):
+    code, _, stderr = run_cli(monkeypatch, capsys, "serve", str(tiny_llama_dir), "--risk", "0.1")
+    assert code == 1 and "need a run directory with graded validation answers" in stderr
 
 
 def test_datasets_lists_every_source(monkeypatch, capsys):

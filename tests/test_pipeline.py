@@ -156,3 +156,9 @@ def test_abstention_thresholds_come_from_validation_and_are_checked_on_test(tiny
     assert reply.abstained == (reply.confidence < asker.threshold.threshold)
     with pytest.raises(SelfknowError, match="no validation scores for 'nope'"):
         run.abstention("nope", 0.1)
+    from typer.testing import CliRunner
+
+    from selfknow.cli import app
+
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "run"), "--risk", "0.6", "--delta", "0.2"])
+    assert result.exit_code == 0 and "Abstention at target risk 0.6" in result.output and "constant" in result.output

@@ -21,6 +21,7 @@ from selfknow.distributed import process_state
 from selfknow.engine import AnswerConfig, Answerer, AnswerStats
 from selfknow.progress import token_progress
 from selfknow.prompts import Prompter
+from selfknow.vllm_engine import VllmAnswerer, is_vllm
 
 __all__ = ["AnswerConfig", "AnswerStats", "answer_records"]
 
@@ -48,7 +49,7 @@ def answer_records(
     encoded = [(r, p, prompter.encode(p)) for r in todo for p in [prompter.render(r)]]
     encoded.sort(key=lambda item: len(item[2]))
     mine = encoded[state.process_index :: state.num_processes]
-    runner = Answerer(model, tokenizer, config)
+    runner = VllmAnswerer(model, tokenizer, config) if is_vllm(model) else Answerer(model, tokenizer, config)
     runner.stats.prompt_tokens = sum(len(ids) for _, _, ids in mine)
     answered: list[Record] = []
     start = time.perf_counter()

@@ -7,11 +7,12 @@ from pathlib import Path
 from selfknow.answer import AnswerConfig, AnswerStats, answer_records
 from selfknow.data.records import Record, read_records, write_records
 from selfknow.data.registry import get_source, load_dataset
-from selfknow.errors import DataError
+from selfknow.errors import DataError, SelfknowError
 from selfknow.grade import grade_records
 from selfknow.judge import Judge, judge_records
 from selfknow.models import DEFAULT_MODEL, load_model
 from selfknow.prompts import Prompter, PromptStyle
+from selfknow.vllm_engine import load_vllm
 
 
 def fewshot_pool(dataset: str, *, format: str, seed: int = 0, columns: dict[str, str] | None = None) -> list[Record]:
@@ -41,14 +42,24 @@ def answer_dataset(
     trust_remote_code: bool = False,
     progress: bool = True,
     loaded: tuple | None = None,
+    engine: str = "hf",
+    tensor_parallel_size: int = 1,
 ) -> tuple[list[Record], AnswerStats]:
     """Load a dataset split, answer it with a model, and (with ``output``) journal to a JSONL file.
 
     Rerunning with the same ``output`` resumes where a killed run stopped. ``loaded`` passes an already
-    loaded (model, tokenizer) for ``model`` instead of loading it again.
+    loaded (model, tokenizer) for ``model`` instead of loading it again. ``engine="vllm"`` answers on vLLM
+    (where installed) across ``tensor_parallel_size`` GPUs, writing the same records.
     """
     records = load_dataset(dataset, split=split, format=format, seed=seed, columns=columns, limit=limit)
     pool = fewshot_pool(dataset, format=format, seed=seed, columns=columns) if kshot > 0 else []
+    if engine not in ("hf", "vllm"):
+        raise SelfknowError(f"unknown engine '{engine}'; use 'hf' or 'vllm'")
+    if loaded is None and engine == "vllm":
+        llm = load_vllm(
+            model, tensor_parallel_size=tensor_parallel_size, dtype=dtype, trust_remote_code=trust_remote_code
+        )
+        loaded = (llm, llm.get_tokenizer())
     lm, tokenizer = loaded or load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     prompter = Prompter(tokenizer, PromptStyle(chat=chat, kshot=kshot, seed=seed), pool)
     return answer_records(lm, tokenizer, records, prompter=prompter, config=config, output=output, progress=progress)

@@ -137,6 +137,8 @@ def answer(
     trust_remote_code: Annotated[
         bool, typer.Option(help="Run code shipped with a hub model (off by default).")
     ] = False,
+    engine: Annotated[str, typer.Option(help="hf (transformers, accelerate) or vllm (where installed).")] = "hf",
+    tensor_parallel_size: Annotated[int, typer.Option(help="GPUs one vLLM model spans (--engine vllm).")] = 1,
 ) -> None:
     """Answer a dataset split with a model: letters by logits for choice, greedy text for oe."""
     config = AnswerConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
@@ -155,6 +157,8 @@ def answer(
         dtype=dtype,
         device=device,
         trust_remote_code=trust_remote_code,
+        engine=engine,
+        tensor_parallel_size=tensor_parallel_size,
     )
     if process_state().is_main_process:
         print_stats(stats)

@@ -83,6 +83,39 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> tuple[str, bool]:
     return (text, False) if cut < 0 else (text[:cut], True)
 
 
+def eos_ids(tokenizer, generation_eos: int | Sequence[int] | None) -> set[int]:
+    """Every token that ends an answer: the model's generation EOS ids and the tokenizer's."""
+    eos = {generation_eos} if isinstance(generation_eos, int) else set(generation_eos or [])
+    if tokenizer.eos_token_id is not None:
+        eos.add(tokenizer.eos_token_id)
+    return eos
+
+
+def answer_text(tokenizer, tokens: Sequence[int], eos: set[int], stops: Sequence[str]) -> tuple[str, int]:
+    """The answer in generated tokens (up to the first stop string or EOS) and how many tokens it takes; a
+    token that straddles the stop (".\\n") counts when it adds answer text before the stop."""
+    end = next((k for k, t in enumerate(tokens) if t in eos), len(tokens))
+    text = cut_at_stop(tokenizer.decode(tokens[:end], skip_special_tokens=True).lstrip(), stops)
+    answer = text[0].strip()
+    kept = 0
+    while kept < end and len(tokenizer.decode(tokens[:kept], skip_special_tokens=True).strip()) < len(answer):
+        kept += 1
+    return answer, kept
+
+
+class LetterIds:
+    """The token each choice letter is after a given prompt, cached per prompt ending."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self._cache = tokenizer, {}
+
+    def __call__(self, prompt: str, n: int) -> list[int]:
+        key = (prompt[-64:], n)
+        if key not in self._cache:
+            self._cache[key] = [continuation_token(self.tokenizer, prompt, c) for c in LETTERS[:n]]
+        return self._cache[key]
+
+
 class Answerer:
     """Runs the forward passes for one (model, tokenizer, config) and keeps the token accounting."""
 
@@ -90,18 +123,9 @@ class Answerer:
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.device = next(model.parameters()).device
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        eos = model.generation_config.eos_token_id
-        self.eos = {eos} if isinstance(eos, int) else set(eos or [])
-        if tokenizer.eos_token_id is not None:
-            self.eos.add(tokenizer.eos_token_id)
+        self.eos = eos_ids(tokenizer, model.generation_config.eos_token_id)
         self.stats = AnswerStats()
-        self._letters: dict[tuple[str, int], list[int]] = {}
-
-    def letter_ids(self, prompt: str, n: int) -> list[int]:
-        key = (prompt[-64:], n)
-        if key not in self._letters:
-            self._letters[key] = [continuation_token(self.tokenizer, prompt, c) for c in LETTERS[:n]]
-        return self._letters[key]
+        self.letter_ids = LetterIds(tokenizer)
 
     @torch.inference_mode()
     def run(self, items: Sequence[Item], emit: Emit) -> None:
@@ -177,7 +201,7 @@ class Answerer:
         for row, (record, prompt, _) in enumerate(rows):
             letter_logits = logits[row, self.letter_ids(prompt, len(record.choices or []))].float()
             letter = LETTERS[int(letter_logits.argmax())]
-            done.append(_answered(record, prompt, letter, {"choice_logits": letter_logits.tolist()}))
+            done.append(answered_record(record, prompt, letter, {"choice_logits": letter_logits.tolist()}))
         return done
 
     def _decode(self, rows: Sequence[Item], logits, cache, mask, last) -> tuple[list[Record], int]:
@@ -218,27 +242,16 @@ class Answerer:
             ).logits[:, -1]
         done, kept_total = [], 0
         for row, (record, prompt, _) in enumerate(rows):
-            text, kept = self._answer_text(tokens[row])
+            text, kept = answer_text(self.tokenizer, tokens[row], self.eos, self.config.stop)
             kept_total += kept
-            done.append(_answered(record, prompt, text, {"token_logprobs": logprobs[row][:kept]}))
+            done.append(answered_record(record, prompt, text, {"token_logprobs": logprobs[row][:kept]}))
         generated = sum(len(t) for t in tokens)
         self.stats.generated_tokens += kept_total
         self.stats.wasted_decode_tokens += generated - kept_total
         return done, generated
 
-    def _answer_text(self, tokens: list[int]) -> tuple[str, int]:
-        """The answer (up to the first stop string or EOS) and how many tokens it takes; a token that
-        straddles the stop (".\\n") counts when it adds answer text before the stop."""
-        end = next((k for k, t in enumerate(tokens) if t in self.eos), len(tokens))
-        text = cut_at_stop(self.tokenizer.decode(tokens[:end], skip_special_tokens=True).lstrip(), self.config.stop)
-        answer = text[0].strip()
-        kept = 0
-        while kept < end and len(self.tokenizer.decode(tokens[:kept], skip_special_tokens=True).strip()) < len(answer):
-            kept += 1
-        return answer, kept
 
-
-def _answered(record: Record, prompt: str, output: str, scores: dict) -> Record:
+def answered_record(record: Record, prompt: str, output: str, scores: dict) -> Record:
     """A copy with the new answer; grades and confidences of an older answer no longer apply."""
     return dataclasses.replace(
         record, prompt=prompt, output=output, scores=scores, correct=None, grader=None, confidences={}

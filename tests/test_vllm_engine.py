@@ -1,0 +1,97 @@
+"""The vLLM path against a stand-in with vLLM's interface (vLLM itself needs a GPU): same records as transformers."""
+
+from __future__ import annotations
+
+import sys
+import types
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from selfknow.answer import AnswerConfig, answer_records
+from selfknow.models import load_model
+from selfknow.prompts import Prompter
+from tests.conftest import make_records
+
+
+class Logprob:
+    def __init__(self, logprob: float):
+        self.logprob = logprob
+
+
+class SamplingParams:
+    def __init__(self, temperature=1.0, max_tokens=16, logprobs=None, prompt_logprobs=None, stop_token_ids=None):
+        assert temperature == 0.0, "selfknow decodes greedily"
+        self.max_tokens, self.logprobs, self.prompt_logprobs = max_tokens, logprobs, prompt_logprobs
+        self.stop_token_ids = stop_token_ids or []
+
+
+class LLM:
+    """vLLM's offline ``LLM.generate`` semantics on a transformers model, one prompt at a time."""
+
+    def __init__(self, model):
+        self.model = model
+
+    @torch.no_grad()
+    def generate(self, prompts, params, use_tqdm=True):
+        results = []
+        for prompt in prompts:
+            ids = list(prompt["prompt_token_ids"])
+            if params.prompt_logprobs is not None:
+                scores = self.model(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
+                prompt_logprobs = [None] + [{t: Logprob(float(scores[i, t]))} for i, t in enumerate(ids[1:])]
+                results.append(SimpleNamespace(prompt_logprobs=prompt_logprobs, outputs=[]))
+                continue
+            tokens, logprobs = [], []
+            for _ in range(params.max_tokens):
+                scores = self.model(input_ids=torch.tensor([ids + tokens])).logits[0, -1].float().log_softmax(-1)
+                token = int(scores.argmax())
+                tokens.append(token)
+                logprobs.append({token: Logprob(float(scores[token]))})
+                if token in params.stop_token_ids:
+                    break
+            results.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=tokens, logprobs=logprobs)]))
+        return results
+
+
+LLM.__module__ = "vllm.entrypoints.llm"
+
+
+@pytest.fixture
+def fake_vllm(monkeypatch):
+    module, inputs = types.ModuleType("vllm"), types.ModuleType("vllm.inputs")
+    module.LLM, module.SamplingParams, module.inputs = LLM, SamplingParams, inputs
+    inputs.TokensPrompt = dict
+    monkeypatch.setitem(sys.modules, "vllm", module)
+    monkeypatch.setitem(sys.modules, "vllm.inputs", inputs)
+
+
+@pytest.mark.parametrize("format", ["oe", "choice"])
+def test_the_vllm_engine_writes_the_records_transformers_writes(tiny_llama_dir, fake_vllm, format):
+    model, tokenizer = load_model(str(tiny_llama_dir), device="cpu")
+    records = make_records(10, format=format)
+    config = AnswerConfig(max_new_tokens=6)
+    kwargs = {"prompter": Prompter(tokenizer), "config": config, "progress": False}
+    expected, _ = answer_records(model, tokenizer, records, **kwargs)
+    got, stats = answer_records(LLM(model), tokenizer, records, **kwargs)
+    assert [(r.id, r.output, r.prompt) for r in got] == [(r.id, r.output, r.prompt) for r in expected]
+    for a, b in zip(got, expected, strict=True):
+        if format == "choice":  # log-probabilities, not logits: equal up to one constant per question
+            softmax = [
+                np.exp(x - np.logaddexp.reduce(x)) for x in (a.scores["choice_logits"], b.scores["choice_logits"])
+            ]
+            np.testing.assert_allclose(*softmax, atol=1e-4)
+        else:
+            np.testing.assert_allclose(a.scores["token_logprobs"], b.scores["token_logprobs"], atol=1e-4)
+    assert stats.computed_tokens > 0
+
+
+def test_the_vllm_engine_says_when_vllm_is_missing(monkeypatch):
+    from selfknow.errors import SelfknowError
+    from selfknow.vllm_engine import load_vllm
+
+    monkeypatch.setitem(sys.modules, "vllm", None)
+    with pytest.raises(SelfknowError, match="pip install vllm"):
+        load_vllm("smollm2")
