@@ -392,6 +392,45 @@ def serve(
     uvicorn.run(create_app(asker, config, model_name=name), host=host, port=port, log_level="warning")
 
 
+elk_app = typer.Typer(help="Latent knowledge: quirky datasets and models, and probes that read the truth.")
+app.add_typer(elk_app, name="elk")
+
+
+@elk_app.command("run")
+def elk_run(
+    run_dir: Annotated[Path, typer.Argument(help="ELK run directory; rerunning resumes it stage by stage.")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Model spec to make quirky.")] = "smollm2",
+    dataset: Annotated[str, typer.Option(help="Quirky dataset: addition or populations.")] = "addition",
+    template: Annotated[str, typer.Option(help="grader_last, grader_first, mixture, ...")] = "grader_last",
+    statements: Annotated[int | None, typer.Option(help="Base statements (each shown to Alice and Bob).")] = 8000,
+    epochs: Annotated[int, typer.Option(help="Fine-tuning epochs of the quirky model.")] = 3,
+    top_layers: Annotated[int, typer.Option(help="LoRA on the top k layers (lower activations cached).")] = 12,
+    lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 1e-3,
+    methods: Annotated[str, typer.Option(help="Comma-separated probe methods.")] = "lr,dim,lda,lr-pair,ccs,crc",
+    stages: Annotated[str, typer.Option(help="Comma-separated stages to run.")] = "data,train,extract,evaluate",
+    seed: Annotated[int, typer.Option(help="Seed of the data and the adapter's initialisation.")] = 633,
+) -> None:
+    """Build a quirky dataset, fine-tune a quirky model, extract hidden states, fit probes on Alice-easy and
+    read them on Bob-hard; writes the transfer table, anomaly detection and an AUROC-by-layer plot."""
+    from selfknow.elk.report import transfer_table
+    from selfknow.elk.run import ElkConfig, ElkRun
+
+    config = ElkConfig(
+        model=model,
+        dataset=dataset,
+        template=template,
+        statements=statements,
+        seed=seed,
+        training={"top_layers": top_layers, "epochs": epochs, "lr": lr, "batch_size": 16, "dropout": 0.0},
+        methods=[m.strip() for m in methods.split(",") if m.strip()],
+    )
+    run = ElkRun(run_dir, config)  # a rerun with the same settings resumes; other settings are refused
+    summary = run.run([s.strip() for s in stages.split(",") if s.strip()])
+    if summary:
+        console.print(transfer_table(summary), soft_wrap=True, markup=False)
+        console.print(f"report: {run_dir / 'evaluation' / 'report.md'}")
+
+
 def main() -> None:
     try:
         app()

@@ -8,6 +8,7 @@ estimator and every rerun reads them instead of running the model again.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Sequence
@@ -29,11 +30,23 @@ from selfknow.progress import token_progress
 
 @dataclass
 class QueryFeatures:
-    option_logits: torch.Tensor  # [N, 2]: logits of (i) no and (ii) yes
+    option_logits: torch.Tensor  # [N, 2]: logits of the (negative, positive) option, e.g. (i) no and (ii) yes
     hidden: torch.Tensor | None  # [N, layers + 1, d] at the last token; index 0 is the embeddings
+    contrast: torch.Tensor | None = None  # [N, layers + 1, 2, d] at each option token appended to the prompt
 
     def p_correct(self) -> torch.Tensor:
         return self.option_logits.float().softmax(-1)[:, 1]
+
+
+def _last_states(hidden_states: Sequence[torch.Tensor]) -> torch.Tensor:
+    return torch.stack([h[:, -1] for h in hidden_states], dim=1).to(torch.float16).cpu()
+
+
+def _store(out: torch.Tensor | None, rows: Sequence[int], values: torch.Tensor, n: int) -> torch.Tensor:
+    if out is None:
+        out = torch.empty(n, *values.shape[1:], dtype=values.dtype)
+    out[list(rows)] = values
+    return out
 
 
 @torch.inference_mode()
@@ -43,51 +56,77 @@ def forward_queries(
     queries: Sequence[QueryText],
     *,
     hidden: bool = False,
+    contrast: bool = False,
+    options: Sequence[tuple[int, int]] | None = None,
     max_batch_tokens: int = 16384,
     progress: bool = False,
 ) -> QueryFeatures:
     """Option logits (and last-token hidden states) of each query; left-padded, length-sorted batches.
 
+    ``options`` gives each query its (negative, positive) answer tokens (default: the uncertainty
+    query's, found from its text). ``contrast`` also feeds each option token after the prompt, reusing
+    the prompt's key/value cache, and keeps its hidden states (contrast pairs for CCS-style probes).
     Under ``accelerate launch`` each process reads its share of the queries and every process ends
     with all of them."""
     state = process_state()
     device = next(model.parameters()).device
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    options: dict[str, tuple[int, int]] = {}
-    mine = list(range(state.process_index, len(queries), state.num_processes))
+    found: dict[str, tuple[int, int]] = {}
+
+    def pair(i: int) -> tuple[int, int]:
+        if options is not None:
+            return tuple(options[i])
+        tail = queries[i].text[-64:]
+        if tail not in found:
+            found[tail] = option_ids(tokenizer, queries[i].text)
+        return found[tail]
+
+    n = len(queries)
+    mine = list(range(state.process_index, n, state.num_processes))
     lengths = [len(q.ids) for q in queries]
-    logits_out = torch.empty(len(queries), 2)
-    hidden_out = None
+    logits_out, hidden_out, contrast_out = torch.empty(n, 2), None, None
     with token_progress(len(mine), "reading queries", progress and state.is_main_process) as bar:
         for batch in make_batches(mine, lengths, max_rows=64, max_tokens=max_batch_tokens):
             ids, mask = left_pad([queries[i].ids for i in batch.rows], batch.width, pad, device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
             out = model(
                 input_ids=ids,
                 attention_mask=mask,
-                position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                position_ids=positions,
                 output_hidden_states=hidden,
+                use_cache=contrast,
                 logits_to_keep=1,
             )
-            for row, i in enumerate(batch.rows):
-                tail = queries[i].text[-64:]
-                if tail not in options:
-                    options[tail] = option_ids(tokenizer, queries[i].text)
-                logits_out[i] = out.logits[row, -1, list(options[tail])].float().cpu()
+            pairs = torch.tensor([pair(i) for i in batch.rows], device=device)
+            logits_out[batch.rows] = out.logits[:, -1].gather(1, pairs).float().cpu()
             if hidden:
-                states = torch.stack([h[:, -1] for h in out.hidden_states], dim=1).to(torch.float16).cpu()
-                if hidden_out is None:
-                    hidden_out = torch.empty(len(queries), *states.shape[1:], dtype=torch.float16)
-                hidden_out[batch.rows] = states
+                hidden_out = _store(hidden_out, batch.rows, _last_states(out.hidden_states), n)
+            if contrast:
+                per_option = []
+                for c in (0, 1):
+                    cache = copy.deepcopy(out.past_key_values) if c == 0 else out.past_key_values
+                    step = model(
+                        input_ids=pairs[:, c : c + 1],
+                        attention_mask=torch.cat([mask, mask.new_ones(len(batch.rows), 1)], dim=1),
+                        position_ids=positions[:, -1:] + 1,
+                        past_key_values=cache,
+                        output_hidden_states=True,
+                        logits_to_keep=1,
+                    )
+                    per_option.append(_last_states(step.hidden_states))
+                contrast_out = _store(contrast_out, batch.rows, torch.stack(per_option, dim=2), n)
             bar.advance(len(batch.rows), sum(lengths[i] for i in batch.rows))
     if state.num_processes > 1:
-        shares = gather_object([(mine, logits_out[mine], None if hidden_out is None else hidden_out[mine])])
-        for rows, logits, states in shares:
+        shares = gather_object(
+            [(mine, logits_out[mine], *(None if t is None else t[mine] for t in (hidden_out, contrast_out)))]
+        )
+        for rows, logits, states, pairs_states in shares:
             logits_out[rows] = logits
             if states is not None:
-                if hidden_out is None:
-                    hidden_out = torch.empty(len(queries), *states.shape[1:], dtype=torch.float16)
-                hidden_out[rows] = states
-    return QueryFeatures(logits_out, hidden_out)
+                hidden_out = _store(hidden_out, rows, states, n)
+            if pairs_states is not None:
+                contrast_out = _store(contrast_out, rows, pairs_states, n)
+    return QueryFeatures(logits_out, hidden_out, contrast_out)
 
 
 def _key(context: Context, style: str, records: Sequence[Record]) -> str:

@@ -126,7 +126,9 @@ class CalibrationModel(nn.Module):
         self.peft_model, self.start, self.head = peft_model, start, head
         self.register_buffer("options", torch.tensor(options), persistent=False)
 
-    def forward(self, attention_mask, position_ids, answer_rows, answer_cols, input_ids=None, hidden=None, **_):
+    def forward(
+        self, attention_mask, position_ids, answer_rows, answer_cols, input_ids=None, hidden=None, options=None, **_
+    ):
         causal_lm = self.peft_model.get_base_model()
         decoder = causal_lm.get_decoder()
         if hidden is None:
@@ -139,7 +141,12 @@ class CalibrationModel(nn.Module):
                     inputs_embeds=hidden, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
                 ).last_hidden_state
         last = states[:, -1]
-        head = self.head(last) if self.head is not None else output_logits(causal_lm, last)[:, self.options]
+        if self.head is not None:
+            head = self.head(last)
+        elif options is not None:  # each row's own pair of option tokens
+            head = output_logits(causal_lm, last).gather(1, options)
+        else:
+            head = output_logits(causal_lm, last)[:, self.options]
         answer = output_logits(causal_lm, states[answer_rows, answer_cols]).float().log_softmax(-1)
         return {"option_logits": head.float(), "answer_logprobs": answer}
 
@@ -194,8 +201,13 @@ def collate(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]
         offset = width - len(item["positions"])
         cols += (item["answer_positions"] + offset).tolist()
         rows += [row] * len(item["answer_positions"])
-    batch["answer_rows"], batch["answer_cols"] = torch.tensor(rows, dtype=torch.long), torch.tensor(cols)
+    batch["answer_rows"], batch["answer_cols"] = (
+        torch.tensor(rows, dtype=torch.long),
+        torch.tensor(cols, dtype=torch.long),
+    )
     batch["labels"] = torch.stack([item["label"] for item in items])
+    if "options" in items[0]:
+        batch["options"] = torch.stack([item["options"] for item in items])
     batch["base_ids"] = torch.cat([item["base_ids"] for item in items])
     batch["base_logprobs"] = torch.cat([item["base_logprobs"] for item in items])
     return batch
@@ -209,10 +221,12 @@ def cache_queries(
     grades: Sequence[float],
     config: TuningConfig,
     *,
+    options: Sequence[tuple[int, int]] | None = None,
     progress: bool = False,
 ) -> list[dict[str, torch.Tensor]]:
     """One base-model pass over the queries: each process caches its share of the activations at the
-    first tuned layer and the base top-k at the answer positions; the shares are then gathered."""
+    first tuned layer and the base top-k at the answer positions; the shares are then gathered.
+    ``options`` gives each query its own (negative, positive) answer tokens instead of the shared pair."""
     state = process_state()
     start = start_layer(model, config)
     device = next(model.parameters()).device
@@ -244,6 +258,8 @@ def cache_queries(
                     "base_ids": top.indices.cpu(),
                     "base_logprobs": top.values.cpu(),
                 }
+                if options is not None:
+                    item["options"] = torch.tensor(options[i])
                 if config.top_layers is None:
                     item["input_ids"] = torch.tensor(query.ids)
                 else:

@@ -1,0 +1,1 @@
+"""Eliciting latent knowledge from quirky models: quirky datasets, activations and probes."""

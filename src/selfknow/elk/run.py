@@ -1,0 +1,196 @@
+"""An ELK run directory: quirky data → quirky model → features → probes and anomaly detection.
+
+Stages write their outputs as they finish, so a rerun resumes at the first missing one:
+
+- ``data``: ``data/examples.jsonl``, the quirky dataset with its splits (no statement in two splits);
+- ``train``: ``adapter/`` (PEFT format), ``training.json`` with the model's agreement with each
+  character's labels in each context on the held-out test split;
+- ``extract``: ``features/{validation,test}.safetensors``, the quirky model's hidden states at the last
+  prompt token (every layer), at each answer token appended (contrast pairs) and its log-odds;
+- ``evaluate``: ``evaluation/metrics.json``, ``report.md`` and ``auroc_by_layer.png``.
+
+Probes are fit on the validation split's Alice-easy examples with Alice's labels and tested on the test
+split's populations (AE, AH, BH), against both characters' labels (Mallen & Belrose's AE → BH).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from selfknow.confidence.base import Context
+from selfknow.confidence.features import forward_queries
+from selfknow.confidence.tuning import TuningConfig, num_layers
+from selfknow.elk.evaluation import evaluate_probes
+from selfknow.elk.quirky import QuirkyExample, balance, quirky_dataset, read_jsonl, select, write_jsonl
+from selfknow.elk.report import write_elk_report
+from selfknow.elk.training import agreement, encode, lm_log_odds, train_quirky
+from selfknow.errors import SelfknowError
+
+STAGES = ("data", "train", "extract", "evaluate")
+ADAPTER = "quirky"
+
+
+@dataclass
+class ElkConfig:
+    model: str = "smollm2"
+    dataset: str = "addition"  # or "populations"
+    template: str = "grader_last"  # grader_first, mixture, ...
+    statements: int | None = 8000  # base statements (each shown to Alice and to Bob); None: the dataset's all
+    fractions: tuple[float, float, float] = (0.5, 0.25, 0.25)  # train (fine-tuning) / validation (probes) / test
+    seed: int = 633
+    training: dict[str, Any] = field(
+        default_factory=lambda: {"top_layers": 12, "epochs": 3, "lr": 1e-3, "batch_size": 16, "dropout": 0.0}
+    )
+    methods: list[str] = field(default_factory=lambda: ["lr", "dim", "lda", "lr-pair", "ccs", "crc"])
+    bootstrap: int = 1000
+
+    @classmethod
+    def from_file(cls, path: Path) -> ElkConfig:
+        data = json.loads(path.read_text())
+        data["fractions"] = tuple(data["fractions"])
+        return cls(**data)
+
+
+class ElkRun:
+    def __init__(self, directory: str | Path, config: ElkConfig | None = None, *, progress: bool = True):
+        self.dir, self.progress = Path(directory), progress
+        saved = self.dir / "config.json"
+        if saved.exists():
+            existing = ElkConfig.from_file(saved)
+            if config is not None and asdict(config) != asdict(existing):
+                raise SelfknowError(f"{self.dir} is an ELK run with other settings; use a new directory")
+            self.config = existing
+        elif config is None:
+            raise SelfknowError(f"{self.dir} is not an ELK run directory (no config.json)")
+        else:
+            self.config = config
+            self.dir.mkdir(parents=True, exist_ok=True)
+            saved.write_text(json.dumps(asdict(config), indent=2) + "\n")
+
+    @cached_property
+    def context(self) -> Context:
+        return Context(self.config.model, seed=self.config.seed, progress=self.progress)
+
+    def run(self, stages: tuple[str, ...] | list[str] = STAGES) -> dict[str, Any] | None:
+        unknown = [s for s in stages if s not in STAGES]
+        if unknown:
+            raise SelfknowError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
+        result = None
+        for stage in STAGES:
+            if stage in stages:
+                result = getattr(self, stage)()
+        return result
+
+    @property
+    def examples_path(self) -> Path:
+        return self.dir / "data" / "examples.jsonl"
+
+    def examples(self) -> list[QuirkyExample]:
+        if not self.examples_path.exists():
+            raise SelfknowError(f"{self.dir}: no data yet; run the data stage")
+        return read_jsonl(self.examples_path)
+
+    def data(self) -> None:
+        if self.examples_path.exists():
+            return
+        config = self.config
+        examples = quirky_dataset(config.dataset, config.template, config.statements, config.seed, config.fractions)
+        self.examples_path.parent.mkdir(parents=True, exist_ok=True)
+        write_jsonl(self.examples_path, examples)
+
+    def tuning(self) -> TuningConfig:
+        return TuningConfig(**{"seed": self.config.seed, **self.config.training, "regularizer": "none"})
+
+    def quirky_model(self, fresh: bool = False):
+        """The model with the quirky adapter on (trained, or a fresh one to train)."""
+        directory = None if fresh else self.dir / "adapter"
+        config = self.tuning().lora(num_layers(self.context.model)) if fresh else None
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)
+            return self.context.attach_adapter(ADAPTER, config, directory)
+
+    def train(self) -> dict[str, Any]:
+        report = self.dir / "training.json"
+        if report.exists():
+            return json.loads(report.read_text())
+        examples = self.examples()
+        train = balance(select(examples, split="train"), seed=42)
+        validation = balance(select(examples, split="validation"), seed=42)
+        peft_model = self.quirky_model(fresh=True)
+        numbers = train_quirky(
+            peft_model, ADAPTER, self.context.tokenizer, train, validation, self.tuning(), progress=self.progress
+        )
+        with tempfile.TemporaryDirectory(dir=self.dir) as scratch:
+            peft_model.save_pretrained(scratch, selected_adapters=[ADAPTER])
+            saved = Path(scratch) / ADAPTER if (Path(scratch) / ADAPTER).exists() else Path(scratch)
+            shutil.copytree(saved, self.dir / "adapter")
+        test = select(examples, split="test")
+        said = lm_log_odds(peft_model, self.context.tokenizer, test, progress=self.progress)
+        numbers |= {"train_examples": len(train), "agreement_on_test": agreement(said, test)}
+        report.write_text(json.dumps(numbers, indent=2) + "\n")
+        return numbers
+
+    def features_path(self, split: str) -> Path:
+        return self.dir / "features" / f"{split}.safetensors"
+
+    def extract(self) -> None:
+        examples = self.examples()
+        for split in ("validation", "test"):
+            path = self.features_path(split)
+            if path.exists():
+                continue
+            chosen = select(examples, split=split)
+            encoded = encode(chosen, self.context.tokenizer)
+            peft_model = self.quirky_model()
+            features = forward_queries(
+                peft_model,
+                self.context.tokenizer,
+                encoded.queries,
+                hidden=True,
+                contrast=True,
+                options=encoded.options,
+                progress=self.progress,
+            )
+            path.parent.mkdir(parents=True, exist_ok=True)
+            save_file(
+                {
+                    "hidden": features.hidden[:, 1:].contiguous(),  # the embeddings carry no answer
+                    "contrast": features.contrast[:, 1:].contiguous(),
+                    "log_odds": features.option_logits[:, 1] - features.option_logits[:, 0],
+                },
+                str(path),
+                metadata={"ids": json.dumps([e.id for e in chosen])},
+            )
+
+    def load_features(self, split: str) -> tuple[list[str], dict[str, np.ndarray]]:
+        path = self.features_path(split)
+        if not path.exists():
+            raise SelfknowError(f"{self.dir}: no {split} features yet; run the extract stage")
+        with safe_open(str(path), "pt") as f:
+            ids = json.loads(f.metadata()["ids"])
+        return ids, {k: v.float().numpy() for k, v in load_file(path).items()}
+
+    def evaluate(self) -> dict[str, Any]:
+        examples = self.examples()
+        splits = {split: self.load_features(split) for split in ("validation", "test")}
+        summary = evaluate_probes(examples, splits, self.config.methods, self.config.bootstrap, self.config.seed)
+        training = self.dir / "training.json"
+        summary["config"] = asdict(self.config)
+        if training.exists():
+            summary["training"] = json.loads(training.read_text())
+        out = self.dir / "evaluation"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+        write_elk_report(out, summary)
+        return summary
