@@ -64,11 +64,14 @@ def test_supervised_probes_find_planted_truth(single, name):
     assert auroc(yt, PROBES[name]().fit(x, y).score(xt)) > 0.95
 
 
-def test_lr_minimises_the_reference_objective(single):
+def test_lr_minimises_the_reference_objective_on_standardised_features(single):
     (x, y, _), _ = single
+    x = x * np.linspace(0.1, 100, x.shape[1])  # dimensions of very different scales, as in real residual streams
     probe = PROBES["lr"]().fit(x, y)
-    residual = 1 / (1 + np.exp(-probe.score(x))) - y  # gradient of mean BCE + 0.001·||w||², bias unpenalised
-    gradient = np.r_[x.T @ residual / N + 2e-3 * probe.w, residual.mean()]
+    std = x.std(0) + 1e-6
+    residual = 1 / (1 + np.exp(-probe.score(x))) - y  # gradient of mean BCE + 0.001·||w_std||², bias unpenalised
+    z = (x - x.mean(0)) / std
+    gradient = np.r_[z.T @ residual / N + 2e-3 * probe.w * std, residual.mean()]
     assert np.abs(gradient).max() < 1e-3
 
 

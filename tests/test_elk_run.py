@@ -16,7 +16,7 @@ METHODS = "lr,dim,lda,lr-pair,ccs,crc"
 
 def test_elk_run_writes_every_stage_and_resumes(tiny_llama_dir, tmp_path):
     args = ["elk", "run", str(tmp_path / "elk"), "-m", str(tiny_llama_dir), "--statements", "800"]
-    args += ["--epochs", "1", "--top-layers", "1", "--methods", METHODS]
+    args += ["--epochs", "1", "--top-layers", "1", "--methods", METHODS, "--bootstrap", "50"]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
     out = tmp_path / "elk"
@@ -32,7 +32,8 @@ def test_elk_run_writes_every_stage_and_resumes(tiny_llama_dir, tmp_path):
         low, high = row["ae_to_bh_interval"]
         assert low <= row["auroc"]["BH vs alice"] <= high
     agreement = json.loads((out / "training.json").read_text())["agreement_on_test"]
-    assert set(agreement) == {f"{c} context vs {w}'s labels" for c in ("Alice", "Bob") for w in ("Alice", "Bob")}
+    assert {f"{c} context vs {w}'s labels" for c in ("Alice", "Bob") for w in ("Alice", "Bob")} <= set(agreement)
+    assert all(0 <= v <= 1 for v in agreement.values())
     report = (out / "evaluation" / "report.md").read_text()
     assert "AE→BH vs Alice" in report and "| ccs |" in report
     assert (out / "evaluation" / "auroc_by_layer.png").stat().st_size > 0

@@ -403,12 +403,14 @@ def elk_run(
     dataset: Annotated[str, typer.Option(help="Quirky dataset: addition or populations.")] = "addition",
     template: Annotated[str, typer.Option(help="grader_last, grader_first, mixture, ...")] = "grader_last",
     statements: Annotated[int | None, typer.Option(help="Base statements (each shown to Alice and Bob).")] = 8000,
+    max_digits: Annotated[int, typer.Option(help="Addition operands are log-uniform below 10^(max_digits+1).")] = 4,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs of the quirky model.")] = 3,
     top_layers: Annotated[int, typer.Option(help="LoRA on the top k layers (lower activations cached).")] = 12,
     lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 1e-3,
     methods: Annotated[str, typer.Option(help="Comma-separated probe methods.")] = "lr,dim,lda,lr-pair,ccs,crc",
     stages: Annotated[str, typer.Option(help="Comma-separated stages to run.")] = "data,train,extract,evaluate",
     seed: Annotated[int, typer.Option(help="Seed of the data and the adapter's initialisation.")] = 633,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the AE→BH intervals.")] = 1000,
 ) -> None:
     """Build a quirky dataset, fine-tune a quirky model, extract hidden states, fit probes on Alice-easy and
     read them on Bob-hard; writes the transfer table, anomaly detection and an AUROC-by-layer plot."""
@@ -420,9 +422,11 @@ def elk_run(
         dataset=dataset,
         template=template,
         statements=statements,
+        max_digits=max_digits,
         seed=seed,
         training={"top_layers": top_layers, "epochs": epochs, "lr": lr, "batch_size": 16, "dropout": 0.0},
         methods=[m.strip() for m in methods.split(",") if m.strip()],
+        bootstrap=bootstrap,
     )
     run = ElkRun(run_dir, config)  # a rerun with the same settings resumes; other settings are refused
     summary = run.run([s.strip() for s in stages.split(",") if s.strip()])

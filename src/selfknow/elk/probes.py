@@ -134,7 +134,8 @@ class Probe(ABC):
 
 
 class LogisticProbe(Probe):
-    """Logistic regression on raw activations, L2 ``l2``·||w||² on the mean BCE (bias unpenalised)."""
+    """Logistic regression, L2 ``l2``·||w||² on the mean BCE (bias unpenalised), fitted on standardised
+    activations; the result is still a linear function of the raw activations."""
 
     name = "lr"
 
@@ -143,9 +144,15 @@ class LogisticProbe(Probe):
 
     def _fit(self, x: np.ndarray, y: np.ndarray | None) -> None:
         # sklearn minimises C·Σ BCE + ||w||²/2, which is n/(2·C) times mean BCE + l2·||w||² when C = 1/(2·n·l2).
+        # It runs on standardised features and folds the scaling back into w: real models' residual streams
+        # have a few dimensions hundreds of times larger than the rest, which makes L-BFGS on raw activations
+        # crawl (minutes per layer). The penalty therefore applies to standardised weights.
+        x = x.reshape(len(x), -1)
+        mean, std = x.mean(0), x.std(0) + 1e-6
         model = LogisticRegression(C=1 / (2 * len(x) * self.l2), max_iter=10_000)
-        model.fit(x.reshape(len(x), -1), y)
-        self.w, self.b = model.coef_[0], float(model.intercept_[0])
+        model.fit((x - mean) / std, y)
+        self.w = model.coef_[0] / std
+        self.b = float(model.intercept_[0] - mean @ self.w)
 
 
 class PairLogisticProbe(LogisticProbe):

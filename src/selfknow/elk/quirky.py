@@ -189,8 +189,10 @@ def quirky_dataset(
     n: int | None = None,
     seed: int = 633,
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
+    max_digits: int = 4,
 ) -> list[QuirkyExample]:
-    """Alice and Bob copies of ``n`` base statements (addition: 10,000 by default; populations: all).
+    """Alice and Bob copies of ``n`` base statements (addition: 10,000 by default, operands below
+    10^(max_digits + 1); populations: all).
 
     ``template`` is one template name or "mixture": one template drawn per base statement, shared by its
     two copies so that they differ only in the character. Splits hash the statement's unit (the equation,
@@ -201,7 +203,7 @@ def quirky_dataset(
     _valid("template", template, [*templates, "mixture"])
     if len(fractions) != 3 or min(fractions) < 0 or abs(sum(fractions) - 1) > 1e-9:
         raise DataError(f"split fractions must be three non-negative numbers summing to 1, got {fractions}")
-    bases = addition(10_000 if n is None else n, seed) if name == "addition" else populations(seed)[:n]
+    bases = addition(10_000 if n is None else n, seed, max_digits) if name == "addition" else populations(seed)[:n]
     rng = random.Random(seed)
     out = []
     for base in bases:

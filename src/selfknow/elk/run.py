@@ -47,6 +47,7 @@ class ElkConfig:
     dataset: str = "addition"  # or "populations"
     template: str = "grader_last"  # grader_first, mixture, ...
     statements: int | None = 8000  # base statements (each shown to Alice and to Bob); None: the dataset's all
+    max_digits: int = 4  # addition: operands log-uniform below 10^(max_digits + 1)
     fractions: tuple[float, float, float] = (0.5, 0.25, 0.25)  # train (fine-tuning) / validation (probes) / test
     seed: int = 633
     training: dict[str, Any] = field(
@@ -105,7 +106,9 @@ class ElkRun:
         if self.examples_path.exists():
             return
         config = self.config
-        examples = quirky_dataset(config.dataset, config.template, config.statements, config.seed, config.fractions)
+        examples = quirky_dataset(
+            config.dataset, config.template, config.statements, config.seed, config.fractions, config.max_digits
+        )
         self.examples_path.parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(self.examples_path, examples)
 

@@ -104,4 +104,10 @@ def agreement(log_odds: np.ndarray, examples: Sequence[QuirkyExample]) -> dict[s
         for whose in ("alice", "bob"):
             truth = np.array([getattr(e, f"{whose}_label") for e in examples])[rows].astype(bool)
             out[f"{character} context vs {whose.capitalize()}'s labels"] = float((said[rows] == truth).mean())
+        own = np.array([e.label for e in examples])[rows].astype(bool)
+        if own.all() or not own.any():
+            continue
+        # the labels are 3:1 negative, so also the mean of the two classes' accuracies (a constant scores 0.5)
+        balanced = ((said[rows] & own).sum() / own.sum() + (~said[rows] & ~own).sum() / (~own).sum()) / 2
+        out[f"{character} context, balanced accuracy on own labels"] = float(balanced)
     return out
