@@ -185,7 +185,7 @@ def test_jsonl_round_trip_and_errors(tmp_path, pops: list[QuirkyExample]) -> Non
     assert read_jsonl(path) == pops[:10]
     lines = path.read_text().splitlines()
     path.write_text("\n".join([lines[0], "{not json", *lines[1:]]) + "\n")
-    with pytest.raises(DataError, match=r"q\.jsonl:2: not valid JSON"):
+    with pytest.raises(DataError, match=r"q\.jsonl:2: malformed JSON"):
         read_jsonl(path)
     path.write_text(lines[0] + "\n" + lines[1].replace('"label"', '"labl"') + "\n")
     with pytest.raises(DataError, match=r"q\.jsonl:2: missing field\(s\) label"):

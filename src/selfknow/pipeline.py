@@ -37,6 +37,7 @@ from selfknow.errors import SelfknowError
 from selfknow.metrics import evaluate_scores
 from selfknow.models import DEFAULT_MODEL
 from selfknow.report import write_report
+from selfknow.stages import run_stages
 
 SPLITS = ("train", "validation", "test")
 STAGES = ("answer", "grade", "fit", "score", "evaluate")
@@ -190,14 +191,7 @@ class Run:
         return self.dir / "estimators" / name
 
     def run(self, stages: Sequence[str] = STAGES) -> dict[str, Any] | None:
-        unknown = [s for s in stages if s not in STAGES]
-        if unknown:
-            raise SelfknowError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
-        result = None
-        for stage in STAGES:
-            if stage in stages:
-                result = getattr(self, stage)()
-        return result
+        return run_stages(self, stages, STAGES)
 
     def answer(self) -> None:
         config = self.config

@@ -16,7 +16,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from selfknow.data.builtin.countries import _article, countries
+from selfknow.data.builtin.countries import countries, with_article
+from selfknow.data.records import iter_jsonl
 from selfknow.data.splits import split_of
 from selfknow.errors import DataError
 
@@ -138,7 +139,7 @@ def populations(seed: int = 633) -> list[QuirkyBase]:
             if not options:
                 continue
             t = rng.choice(options)
-            name = _article(country.name)
+            name = with_article(country.name)
             out.append(
                 QuirkyBase(
                     group=f"populations:{country.name}>{t}M",
@@ -297,19 +298,7 @@ def read_jsonl(path: str | Path) -> list[QuirkyExample]:
     """Examples written by ``write_jsonl``; a malformed line is a DataError naming the file and line."""
     names = {f.name for f in fields(QuirkyExample)}
     out = []
-    try:
-        lines = Path(path).read_text(encoding="utf-8").splitlines()
-    except OSError as err:
-        raise DataError(f"{path}: cannot read ({err.strerror})") from None
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise DataError(f"{path}:{number}: not valid JSON ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise DataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+    for number, row in iter_jsonl(path):
         if missing := sorted(names - row.keys()):
             raise DataError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
         if unknown := sorted(row.keys() - names):

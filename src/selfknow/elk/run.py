@@ -36,6 +36,7 @@ from selfknow.elk.quirky import QuirkyExample, balance, quirky_dataset, read_jso
 from selfknow.elk.report import write_elk_report
 from selfknow.elk.training import agreement, encode, lm_log_odds, train_quirky
 from selfknow.errors import SelfknowError
+from selfknow.stages import run_stages
 
 STAGES = ("data", "train", "extract", "evaluate")
 ADAPTER = "quirky"
@@ -84,14 +85,7 @@ class ElkRun:
         return Context(self.config.model, seed=self.config.seed, progress=self.progress)
 
     def run(self, stages: tuple[str, ...] | list[str] = STAGES) -> dict[str, Any] | None:
-        unknown = [s for s in stages if s not in STAGES]
-        if unknown:
-            raise SelfknowError(f"unknown stage(s) {', '.join(unknown)}; stages: {', '.join(STAGES)}")
-        result = None
-        for stage in STAGES:
-            if stage in stages:
-                result = getattr(self, stage)()
-        return result
+        return run_stages(self, stages, STAGES)
 
     @property
     def examples_path(self) -> Path:

@@ -260,7 +260,7 @@ _TAKES_THE = re.compile(
 )
 
 
-def _article(name: str) -> str:
+def with_article(name: str) -> str:
     """The name as it reads after "of": "the Gambia", "the United Kingdom", "France"."""
     if name.startswith("The "):
         return "the " + name[4:]
@@ -352,7 +352,7 @@ def load_countries(request: Request) -> list[Record]:
     facts = []
     for c in countries():
         meta = {"country": c.name, "region": c.region, "population": c.population}
-        the = _article(c.name)
+        the = with_article(c.name)
         for task, question, answer in (
             ("capital", f"What is the capital of {the}?", c.capital),
             ("currency", f"What is the currency of {the}?", c.currency),
