@@ -131,6 +131,7 @@ class ElkRun:
         with tempfile.TemporaryDirectory(dir=self.dir) as scratch:
             peft_model.save_pretrained(scratch, selected_adapters=[ADAPTER])
             saved = Path(scratch) / ADAPTER if (Path(scratch) / ADAPTER).exists() else Path(scratch)
+            shutil.rmtree(self.dir / "adapter", ignore_errors=True)  # left by a run killed before training.json
             shutil.copytree(saved, self.dir / "adapter")
         test = select(examples, split="test")
         said = lm_log_odds(peft_model, self.context.tokenizer, test, progress=self.progress)
