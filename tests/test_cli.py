@@ -192,3 +192,8 @@ def test_two_process_calibration_tuning_matches_one_process_at_the_same_effectiv
     assert single["validation_nll_per_epoch"][-1] < single["validation_nll_per_epoch"][0]  # it learned something
     assert double["validation_nll_per_epoch"] == pytest.approx(single["validation_nll_per_epoch"], abs=2e-3)
     assert double["scores"] == pytest.approx(single["scores"], abs=2e-3)
+
+
+def test_serving_a_missing_model_fails_at_once_with_a_clear_error(monkeypatch, capsys, tmp_path):
+    code, _, stderr = run_cli(monkeypatch, capsys, "serve", str(tmp_path / "no-such-model"))
+    assert code == 1 and "model path not found" in stderr
