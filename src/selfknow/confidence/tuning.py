@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from accelerate.utils import gather_object
 from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
 from torch import nn
-from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments
 
 from selfknow.batching import make_batches
 from selfknow.confidence.query import QueryText, option_ids
@@ -290,6 +290,13 @@ class CalibrationTrainer(Trainer):
         return (loss, outputs) if return_outputs else loss
 
 
+class _QuietProgress(ProgressCallback):
+    """The training progress bar without the raw log dictionaries it prints every ``logging_steps``."""
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        return None
+
+
 class _KeepBest(TrainerCallback):
     """After each epoch, score the validation queries and keep the trainable weights with the lowest NLL."""
 
@@ -384,6 +391,8 @@ def train_adapter(
         model=calibration, args=args, train_dataset=train, data_collator=collate, callbacks=[keep_best], tuning=config
     )
     trainer.remove_callback(PrinterCallback)  # the progress bar (or nothing) instead of raw log dicts
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(_QuietProgress)
     result = trainer.train()
     keep_best.restore()
     peft_model.eval()
