@@ -34,7 +34,10 @@ class Population:
         wanted = {e.id: e for e in select(examples, split=split, population=name)}
         rows = [i for i, example_id in enumerate(ids) if example_id in wanted]
         if not rows:
-            raise DataError(f"no {name} examples in the {split} features")
+            raise DataError(
+                f"no {name} examples in the {split} features (with few distinct difficulties, e.g. 1-digit "
+                "operands, the easy or hard quartile is empty: use more digits or statements)"
+            )
         chosen = [wanted[ids[i]] for i in rows]
         self.name, self.n = name, len(rows)
         self.hidden, self.contrast = arrays["hidden"][rows], arrays["contrast"][rows]
