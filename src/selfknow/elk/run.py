@@ -34,7 +34,7 @@ from selfknow.confidence.tuning import TuningConfig, num_layers
 from selfknow.elk.evaluation import evaluate_probes
 from selfknow.elk.quirky import QuirkyExample, balance, quirky_dataset, read_jsonl, select, write_jsonl
 from selfknow.elk.report import write_elk_report
-from selfknow.elk.training import agreement, encode, lm_log_odds, train_quirky
+from selfknow.elk.training import agreement, encode, train_quirky
 from selfknow.errors import SelfknowError
 from selfknow.stages import run_stages
 
@@ -133,9 +133,11 @@ class ElkRun:
             saved = Path(scratch) / ADAPTER if (Path(scratch) / ADAPTER).exists() else Path(scratch)
             shutil.rmtree(self.dir / "adapter", ignore_errors=True)  # left by a run killed before training.json
             shutil.copytree(saved, self.dir / "adapter")
-        test = select(examples, split="test")
-        said = lm_log_odds(peft_model, self.context.tokenizer, test, progress=self.progress)
-        numbers |= {"train_examples": len(train), "agreement_on_test": agreement(said, test)}
+        self._extract("test", examples)  # the model's answers come with the test features: one pass for both
+        ids, arrays = self.load_features("test")
+        by_id = {e.id: e for e in examples}
+        said = arrays["log_odds"]
+        numbers |= {"train_examples": len(train), "agreement_on_test": agreement(said, [by_id[i] for i in ids])}
         report.write_text(json.dumps(numbers, indent=2) + "\n")
         return numbers
 
@@ -145,31 +147,34 @@ class ElkRun:
     def extract(self) -> None:
         examples = self.examples()
         for split in ("validation", "test"):
-            path = self.features_path(split)
-            if path.exists():
-                continue
-            chosen = select(examples, split=split)
-            encoded = encode(chosen, self.context.tokenizer)
-            peft_model = self.quirky_model()
-            features = forward_queries(
-                peft_model,
-                self.context.tokenizer,
-                encoded.queries,
-                hidden=True,
-                contrast=True,
-                options=encoded.options,
-                progress=self.progress,
-            )
-            path.parent.mkdir(parents=True, exist_ok=True)
-            save_file(
-                {
-                    "hidden": features.hidden[:, 1:].contiguous(),  # the embeddings carry no answer
-                    "contrast": features.contrast[:, 1:].contiguous(),
-                    "log_odds": features.option_logits[:, 1] - features.option_logits[:, 0],
-                },
-                str(path),
-                metadata={"ids": json.dumps([e.id for e in chosen])},
-            )
+            self._extract(split, examples)
+
+    def _extract(self, split: str, examples: list[QuirkyExample]) -> None:
+        """The quirky model's features on one split: last-token states, contrast pairs and its log-odds."""
+        path = self.features_path(split)
+        if path.exists():
+            return
+        chosen = select(examples, split=split)
+        encoded = encode(chosen, self.context.tokenizer)
+        features = forward_queries(
+            self.quirky_model(),
+            self.context.tokenizer,
+            encoded.queries,
+            hidden=True,
+            contrast=True,
+            options=encoded.options,
+            progress=self.progress,
+        )
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(
+            {
+                "hidden": features.hidden[:, 1:].contiguous(),  # the embeddings carry no answer
+                "contrast": features.contrast[:, 1:].contiguous(),
+                "log_odds": features.option_logits[:, 1] - features.option_logits[:, 0],
+            },
+            str(path),
+            metadata={"ids": json.dumps([e.id for e in chosen])},
+        )
 
     def load_features(self, split: str) -> tuple[list[str], dict[str, np.ndarray]]:
         path = self.features_path(split)

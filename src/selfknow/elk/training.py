@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from selfknow.confidence.features import forward_queries
 from selfknow.confidence.query import QueryText
 from selfknow.confidence.tuning import CachedQueries, TuningConfig, cache_queries, train_adapter
 from selfknow.elk.quirky import QuirkyExample
@@ -49,13 +48,6 @@ def encode(examples: Sequence[QuirkyExample], tokenizer) -> Encoded:
             cache[key] = tuple(choice_token(tokenizer, example.text, c) for c in example.choices)
         options.append(cache[key])
     return Encoded(queries, options)
-
-
-def lm_log_odds(model, tokenizer, examples: Sequence[QuirkyExample], *, progress: bool = False) -> np.ndarray:
-    """logit(positive choice) − logit(negative choice) at the last prompt token: what the model says."""
-    encoded = encode(examples, tokenizer)
-    logits = forward_queries(model, tokenizer, encoded.queries, options=encoded.options, progress=progress)
-    return (logits.option_logits[:, 1] - logits.option_logits[:, 0]).numpy()
 
 
 def train_quirky(
