@@ -17,7 +17,15 @@ from typing import Any
 import numpy as np
 
 from selfknow.elk.anomaly import GaussianAnomalyDetector, anomaly_auroc
-from selfknow.elk.probes import PROBES, auroc, earliest_informative_layer, fit_layers, pgr, random_baseline_auroc
+from selfknow.elk.probes import (
+    PROBES,
+    auroc,
+    earliest_informative_layer,
+    fit_layers,
+    pgr,
+    random_baseline_auroc,
+    score_layers,
+)
 from selfknow.elk.quirky import QuirkyExample, select
 from selfknow.errors import DataError
 from selfknow.metrics import bootstrap_interval
@@ -47,11 +55,6 @@ class Population:
 
     def features(self, method: str) -> np.ndarray:
         return self.contrast if PROBES[method].pair else self.hidden
-
-
-def _layer_aurocs(probes, population: Population, method: str, labels: np.ndarray) -> list[float]:
-    x = population.features(method)
-    return [auroc(labels, probe.score(x[:, layer])) for layer, probe in enumerate(probes)]
 
 
 def _interval(scores: np.ndarray, labels: np.ndarray, n_boot: int, seed: int) -> list[float]:
@@ -87,18 +90,17 @@ def evaluate_probes(
     }
     for method in methods:
         probes = fit_layers(method, train.features(method), train.alice)
+        scores = {name: score_layers(probes, p.features(method)) for name, p in test.items()}  # [n, layers] each
         curves = {
-            f"{name} vs {whose}": _layer_aurocs(probes, p, method, getattr(p, whose))
+            f"{name} vs {whose}": [auroc(getattr(p, whose), column) for column in scores[name].T]
             for name, p in test.items()
             for whose in ("alice", "bob")
         }
         layer = earliest_informative_layer(curves["AE vs alice"])
         bh = test["BH"]
-        bh_scores = probes[layer].score(bh.features(method)[:, layer])
-        normal = np.stack([p.score(test["AH"].features(method)[:, i]) for i, p in enumerate(probes)], axis=1)
-        odd = np.stack([p.score(bh.features(method)[:, i]) for i, p in enumerate(probes)], axis=1)
-        reference = np.stack([p.score(test["AE"].features(method)[:, i]) for i, p in enumerate(probes)], axis=1)
-        detector = GaussianAnomalyDetector().fit(reference)
+        bh_scores = scores["BH"][:, layer]
+        normal, odd = scores["AH"], scores["BH"]
+        detector = GaussianAnomalyDetector().fit(scores["AE"])
         results["methods"][method] = {
             "layer": layer,
             "auroc": {key: curve[layer] for key, curve in curves.items()},
