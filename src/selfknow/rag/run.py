@@ -1,0 +1,259 @@
+"""A Self-RAG run directory: index → questions → closed-book answers and confidence → labels → generator →
+answers → evaluation. Each stage writes its files as it finishes; a rerun resumes at the first missing one
+(and the answering stage inside itself, question by question)::
+
+    <run>/config.json
+    <run>/index/                      passages.jsonl, bm25/, embeddings.npy, index.json
+    <run>/questions.jsonl             records (entity-disjoint splits) + retrieved.json (top-k passage ids)
+    <run>/calibration/                a calibration run (selfknow.pipeline.Run): the base model's closed-book
+                                      answers, graded, with calibrated P(correct)
+    <run>/train_examples.jsonl        rule-labelled Self-RAG training sequences
+    <run>/adapter/                    LoRA + reflection-token rows (PEFT format) and the tokenizer
+    <run>/results.jsonl               per test question: retrieve probability, closed-book answer, candidates
+    <run>/evaluation/                 metrics.json, report.md, retrieval_curves.png
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import AutoTokenizer
+
+from selfknow.data.records import Record, read_records, write_records
+from selfknow.errors import SelfknowError
+from selfknow.grade import golds
+from selfknow.models import DEFAULT_MODEL, load_model, resolve_spec
+from selfknow.pipeline import SPLITS, Run, RunConfig
+from selfknow.rag.corpus import Passage, build_corpus
+from selfknow.rag.evaluation import evaluate_results, reflection_agreement
+from selfknow.rag.infer import answer_questions, read_results
+from selfknow.rag.labels import build_examples, read_examples, write_examples
+from selfknow.rag.questions import DEFAULT_TASKS, rag_questions
+from selfknow.rag.reflection import load_reflection_adapter, save_reflection_adapter
+from selfknow.rag.report import write_rag_report
+from selfknow.rag.retrieval import METHODS, Index, recall_at_k
+from selfknow.rag.train import GeneratorConfig, train_generator
+from selfknow.stages import run_stages
+
+STAGES = ("index", "questions", "closed_book", "labels", "train", "answer", "evaluate")
+
+
+@dataclass
+class RagConfig:
+    model: str = DEFAULT_MODEL
+    sources: list[str] = field(default_factory=lambda: ["factbook", "mendeleev"])
+    retrievers: list[str] = field(default_factory=lambda: ["bm25", "dense"])
+    method: str = "hybrid"  # the retriever Self-RAG reads from
+    tasks: list[str] = field(default_factory=lambda: list(DEFAULT_TASKS))
+    k: int = 5
+    limits: dict[str, int | None] = field(default_factory=lambda: dict.fromkeys(SPLITS))
+    estimators: list[str] = field(default_factory=lambda: ["dataset-accuracy", "probe-mlp"])
+    confidence: str = "probe-mlp+platt"  # the calibrated P(correct) that gates retrieval
+    generator: dict[str, Any] = field(default_factory=lambda: GeneratorConfig().to_dict())
+    max_new_tokens: int = 24
+    delta: float = 0.2
+    tau: float = 0.5
+    seed: int = 0
+    bootstrap: int = 1000
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise SelfknowError(f"unknown retriever '{self.method}'; one of {', '.join(METHODS)}")
+        needs = {"hybrid": {"bm25", "dense"}}.get(self.method, {self.method})
+        if not needs <= set(self.retrievers):
+            raise SelfknowError(f"retriever '{self.method}' needs an index of {', '.join(sorted(needs))}")
+        if self.confidence.split("+")[0] not in self.estimators:
+            raise SelfknowError(
+                f"the gating confidence '{self.confidence}' needs estimator '{self.confidence.split('+')[0]}'"
+            )
+
+    @classmethod
+    def from_file(cls, path: Path) -> RagConfig:
+        return cls(**json.loads(path.read_text()))
+
+
+class RagRun:
+    def __init__(self, directory: str | Path, config: RagConfig | None = None, *, progress: bool = True):
+        self.dir, self.progress = Path(directory), progress
+        saved = self.dir / "config.json"
+        if saved.exists():
+            existing = RagConfig.from_file(saved)
+            if config is not None and asdict(config) != asdict(existing):
+                raise SelfknowError(f"{self.dir} is a Self-RAG run with other settings; use a new directory")
+            self.config = existing
+        elif config is None:
+            raise SelfknowError(f"{self.dir} is not a Self-RAG run directory (no config.json)")
+        else:
+            self.config = config
+            self.dir.mkdir(parents=True, exist_ok=True)
+            saved.write_text(json.dumps(asdict(config), indent=2) + "\n")
+        self._index: Index | None = None
+
+    def run(self, stages=STAGES) -> dict[str, Any] | None:
+        return run_stages(self, stages, STAGES)
+
+    def _timed(self, stage: str, seconds: float) -> None:
+        path = self.dir / "timings.json"
+        timings = json.loads(path.read_text()) if path.exists() else {}
+        timings[stage] = round(seconds, 1)
+        path.write_text(json.dumps(timings, indent=2) + "\n")
+
+    # ------------------------------------------------------------------------------------------ data
+
+    def index(self) -> None:
+        if (self.dir / "index" / "index.json").exists():
+            return
+        start = time.perf_counter()
+        Index.build(build_corpus(self.config.sources), self.dir / "index", kinds=self.config.retrievers)
+        self._timed("index", time.perf_counter() - start)
+
+    @property
+    def search_index(self) -> Index:
+        if self._index is None:
+            self._index = Index.load(self.dir / "index")
+        return self._index
+
+    def questions(self) -> None:
+        path = self.dir / "questions.jsonl"
+        if path.exists() and (self.dir / "retrieved.json").exists():
+            return
+        records = rag_questions(self.search_index.passages, self.config.tasks, self.config.seed)
+        records = _limited(records, self.config.limits, self.config.seed)
+        hits = self.search_index.search([r.question for r in records], self.config.k, self.config.method)
+        passages = self.search_index.passages
+        retrieved = {r.id: [passages[row].id for row, _ in found] for r, found in zip(records, hits, strict=True)}
+        write_records(path, records)
+        (self.dir / "retrieved.json").write_text(json.dumps(retrieved) + "\n")
+
+    def records(self, split: str | None = None) -> list[Record]:
+        path = self.dir / "questions.jsonl"
+        if not path.exists():
+            raise SelfknowError(f"{self.dir}: no questions yet; run the questions stage")
+        records = read_records(path)
+        return records if split is None else [r for r in records if r.split == split]
+
+    def retrieved(self) -> dict[str, list[Passage]]:
+        by_id = {p.id: p for p in self.search_index.passages}
+        ids = json.loads((self.dir / "retrieved.json").read_text())
+        return {question: [by_id[p] for p in passages] for question, passages in ids.items()}
+
+    # ----------------------------------------------------------------------------- closed book + labels
+
+    @property
+    def calibration(self) -> Run:
+        config = RunConfig(
+            model=self.config.model,
+            dataset=f"jsonl:{(self.dir / 'questions.jsonl').resolve()}",
+            estimators=list(self.config.estimators),
+            seed=self.config.seed,
+            bootstrap=self.config.bootstrap,
+        )
+        directory = self.dir / "calibration"
+        return Run(directory, None if (directory / "config.json").exists() else config, progress=self.progress)
+
+    def closed_book(self) -> None:
+        """The base model's closed-book answers to every question, graded, and its calibrated P(correct)."""
+        start = time.perf_counter()
+        self.calibration.run(("answer", "grade", "fit", "score"))
+        self._timed("closed_book", time.perf_counter() - start)
+
+    def labels(self) -> None:
+        path = self.dir / "train_examples.jsonl"
+        if path.exists():
+            return
+        closed = {r.id: r for r in self.calibration.records("train")}
+        eos = AutoTokenizer.from_pretrained(resolve_spec(self.config.model)).eos_token
+        examples = build_examples(self.records("train"), self.retrieved(), closed, eos, self.config.seed)
+        write_examples(path, examples)
+
+    # ------------------------------------------------------------------------------ generator + answers
+
+    def train(self) -> dict[str, Any]:
+        report = self.dir / "training.json"
+        if report.exists():
+            return json.loads(report.read_text())
+        examples = read_examples(self.dir / "train_examples.jsonl")
+        model, tokenizer = load_model(self.config.model)
+        config = GeneratorConfig(**{**self.config.generator, "seed": self.config.seed})
+        peft_model, numbers = train_generator(model, tokenizer, examples, config, progress=self.progress)
+        with tempfile.TemporaryDirectory(dir=self.dir) as scratch:
+            save_reflection_adapter(peft_model, tokenizer, scratch)
+            shutil.rmtree(self.dir / "adapter", ignore_errors=True)
+            shutil.copytree(scratch, self.dir / "adapter")
+        report.write_text(json.dumps(numbers, indent=2) + "\n")
+        self._timed("train", numbers["train_seconds"] or 0.0)
+        return numbers
+
+    def generator(self):
+        """The trained Self-RAG model and its tokenizer (reflection tokens included)."""
+        if not (self.dir / "adapter").exists():
+            raise SelfknowError(f"{self.dir}: no trained generator yet; run the train stage")
+        model, _ = load_model(self.config.model)
+        peft_model, tokenizer = load_reflection_adapter(model, self.dir / "adapter")
+        tokenizer.padding_side = "left"
+        return peft_model.eval(), tokenizer
+
+    def answer(self) -> None:
+        out = self.dir / "results.jsonl"
+        test = self.records("test")
+        if out.exists() and len(read_results(out)) >= len(test):
+            return
+        start = time.perf_counter()
+        model, tokenizer = self.generator()
+        answer_questions(
+            model, tokenizer, test, self.retrieved(), out,
+            max_new_tokens=self.config.max_new_tokens, progress=self.progress,
+        )  # fmt: skip
+        self._timed("answer", time.perf_counter() - start)
+
+    # ------------------------------------------------------------------------------------- evaluation
+
+    def evaluate(self) -> dict[str, Any]:
+        rows = read_results(self.dir / "results.jsonl")
+        scored = read_records(self.calibration.scores("test"))
+        base = {r.id: {"correct": bool(r.correct), "confidence": r.confidences[self.config.confidence]} for r in scored}
+        test = self.records("test")
+        records = {r.id: r for r in test}
+        passages = {p.id: p for p in self.search_index.passages}
+        summary = evaluate_results(
+            rows, base, delta=self.config.delta, tau=self.config.tau, bootstrap=self.config.bootstrap,
+            seed=self.config.seed, agreement=reflection_agreement(rows, records, passages),
+        )  # fmt: skip
+        built = set(self.search_index.info.get("kinds", []))
+        methods = [m for m in METHODS if m != "hybrid" and m in built] + (
+            ["hybrid"] if {"bm25", "dense"} <= built else []
+        )
+        summary["retriever recall (test questions)"] = {
+            m: recall_at_k(self.search_index, [r.question for r in test], [golds(r) for r in test], (1, 5), m)
+            for m in methods
+        }
+        summary["config"] = asdict(self.config)
+        for name in ("training.json", "timings.json"):
+            if (self.dir / name).exists():
+                summary[name.removesuffix(".json")] = json.loads((self.dir / name).read_text())
+        out = self.dir / "evaluation"
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+        write_rag_report(out, summary)
+        return summary
+
+
+def _limited(records: list[Record], limits: dict[str, int | None], seed: int) -> list[Record]:
+    """At most ``limits[split]`` questions per split: whole entities, chosen by a seeded hash, so the
+    splits stay entity-disjoint and a question's entity keeps all its questions."""
+    out = []
+    for split in SPLITS:
+        rows = [r for r in records if r.split == split]
+        limit = limits.get(split)
+        if limit is not None:
+            rows.sort(key=lambda r: (hashlib.sha256(f"{seed}|{r.entity}".encode()).hexdigest(), r.id))
+            rows = rows[:limit]
+        out += rows
+    return out
