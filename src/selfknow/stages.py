@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, TypeVar
 
 from selfknow.errors import SelfknowError
+
+C = TypeVar("C")
 
 
 def run_stages(owner: Any, requested: Sequence[str], stages: Sequence[str]) -> Any:
@@ -18,3 +23,19 @@ def run_stages(owner: Any, requested: Sequence[str], stages: Sequence[str]) -> A
         if stage in requested:
             result = getattr(owner, stage)()
     return result
+
+
+def settled_config(directory: Path, config: C | None, load: Callable[[Path], C], kind: str) -> C:
+    """The run's settings: those saved in ``directory/config.json``, which a given ``config`` must equal (a
+    rerun resumes; other settings are refused), or the given ones, saved as the run starts."""
+    saved = directory / "config.json"
+    if saved.exists():
+        existing = load(saved)
+        if config is not None and asdict(config) != asdict(existing):
+            raise SelfknowError(f"{directory} is {kind} with other settings; use a new directory")
+        return existing
+    if config is None:
+        raise SelfknowError(f"{directory} is not {kind} directory (no config.json)")
+    directory.mkdir(parents=True, exist_ok=True)
+    saved.write_text(json.dumps(asdict(config), indent=2) + "\n")
+    return config

@@ -7,13 +7,14 @@ JSONL, so a saved file can be re-graded or re-scored without running the model a
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 from selfknow.errors import DataError
 
@@ -21,6 +22,7 @@ Format = Literal["oe", "choice"]
 FORMATS: tuple[str, ...] = ("oe", "choice")
 SPLITS: tuple[str, ...] = ("train", "validation", "test", "dev")
 LETTERS = "abcdefghij"
+T = TypeVar("T")
 
 
 @dataclass
@@ -103,8 +105,12 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     path = Path(path)
     if not path.exists():
         raise DataError(f"file not found: {path}")
-    with path.open(encoding="utf-8") as handle:
-        for number, line in enumerate(handle, start=1):
+    with path.open("rb") as handle:
+        for number, raw in enumerate(handle, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError:
+                raise DataError(f"{path}:{number}: not UTF-8 text") from None
             if not line.strip():
                 continue
             try:
@@ -139,3 +145,35 @@ def write_records(path: str | Path, records: Iterable[Record]) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     tmp.replace(path)
+
+
+def write_rows(path: str | Path, rows: Iterable[Any]) -> None:
+    """Dataclass instances as JSONL, one per line, written atomically like :func:`write_records`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(dataclasses.asdict(row), ensure_ascii=False) + "\n")
+    tmp.replace(path)
+
+
+def read_rows(path: str | Path, cls: type[T], what: str) -> list[T]:
+    """Rows written by :func:`write_rows`: a line missing a required field or carrying an unknown one, or an
+    empty file, is a DataError naming the file (and line)."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    required = {
+        f.name
+        for f in dataclasses.fields(cls)
+        if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    }
+    out = []
+    for number, obj in iter_jsonl(path):
+        if missing := sorted(required - obj.keys()):
+            raise DataError(f"{path}:{number}: missing field(s) {', '.join(missing)} of a {what}")
+        if unknown := sorted(obj.keys() - known):
+            raise DataError(f"{path}:{number}: unknown field(s) {', '.join(unknown)} in a {what}")
+        out.append(cls(**obj))
+    if not out:
+        raise DataError(f"{path}: no {what}s (empty file)")
+    return out

@@ -8,16 +8,15 @@ whether they still report the truth in Bob contexts, and on harder statements th
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from selfknow.data.builtin.countries import countries, with_article
-from selfknow.data.records import iter_jsonl
+from selfknow.data.records import read_rows, write_rows
 from selfknow.data.splits import split_of
 from selfknow.errors import DataError
 
@@ -289,22 +288,15 @@ def balance(examples: Sequence[QuirkyExample], seed: int = 42) -> list[QuirkyExa
 
 
 def write_jsonl(path: str | Path, examples: Iterable[QuirkyExample]) -> None:
-    with open(path, "w", encoding="utf-8") as f:
-        for example in examples:
-            f.write(json.dumps(asdict(example), ensure_ascii=False) + "\n")
+    write_rows(path, examples)
 
 
 def read_jsonl(path: str | Path) -> list[QuirkyExample]:
     """Examples written by ``write_jsonl``; a malformed line is a DataError naming the file and line."""
-    names = {f.name for f in fields(QuirkyExample)}
     out = []
-    for number, row in iter_jsonl(path):
-        if missing := sorted(names - row.keys()):
-            raise DataError(f"{path}:{number}: missing field(s) {', '.join(missing)}")
-        if unknown := sorted(row.keys() - names):
-            raise DataError(f"{path}:{number}: unknown field(s) {', '.join(unknown)}")
-        choices = row["choices"]
+    for example in read_rows(path, QuirkyExample, "quirky example"):
+        choices = example.choices
         if not (isinstance(choices, list) and len(choices) == 2 and all(isinstance(c, str) for c in choices)):
-            raise DataError(f"{path}:{number}: 'choices' must be a list of two strings")
-        out.append(QuirkyExample(**{**row, "choices": tuple(choices)}))
+            raise DataError(f"{path}: example {example.id!r}: 'choices' must be a list of two strings")
+        out.append(replace(example, choices=tuple(choices)))
     return out

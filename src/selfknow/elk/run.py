@@ -36,7 +36,7 @@ from selfknow.elk.quirky import QuirkyExample, balance, quirky_dataset, read_jso
 from selfknow.elk.report import write_elk_report
 from selfknow.elk.training import agreement, encode, train_quirky
 from selfknow.errors import SelfknowError
-from selfknow.stages import run_stages
+from selfknow.stages import run_stages, settled_config
 
 STAGES = ("data", "train", "extract", "evaluate")
 ADAPTER = "quirky"
@@ -67,18 +67,7 @@ class ElkConfig:
 class ElkRun:
     def __init__(self, directory: str | Path, config: ElkConfig | None = None, *, progress: bool = True):
         self.dir, self.progress = Path(directory), progress
-        saved = self.dir / "config.json"
-        if saved.exists():
-            existing = ElkConfig.from_file(saved)
-            if config is not None and asdict(config) != asdict(existing):
-                raise SelfknowError(f"{self.dir} is an ELK run with other settings; use a new directory")
-            self.config = existing
-        elif config is None:
-            raise SelfknowError(f"{self.dir} is not an ELK run directory (no config.json)")
-        else:
-            self.config = config
-            self.dir.mkdir(parents=True, exist_ok=True)
-            saved.write_text(json.dumps(asdict(config), indent=2) + "\n")
+        self.config = settled_config(self.dir, config, ElkConfig.from_file, "an ELK run")
 
     @cached_property
     def context(self) -> Context:

@@ -13,13 +13,13 @@ import re
 import sqlite3
 import unicodedata
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from selfknow.data.builtin.countries import _country_name, _plain, _text, with_article
 from selfknow.data.builtin.facts import package_dir
-from selfknow.data.records import iter_jsonl
+from selfknow.data.records import iter_jsonl, read_rows, write_rows
 from selfknow.errors import DataError
 
 WORDS = 75  # about 100 tokens of English text
@@ -168,7 +168,7 @@ def _document(path: Path, id_prefix: str, words: int) -> list[Passage]:
 
 
 def _jsonl_documents(path: Path, words: int) -> list[Passage]:
-    _read_text(path)  # iter_jsonl would fail on non-UTF-8 bytes with a traceback, not a line naming the file
+    _read_text(path)  # an empty or non-UTF-8 file: a one-line error naming it
     passages = []
     for number, obj in iter_jsonl(path):
         text = obj.get("text")
@@ -224,20 +224,12 @@ def build_corpus(sources: Sequence[str], words: int = WORDS) -> list[Passage]:
 
 
 def write_passages(path: str | Path, passages: Iterable[Passage]) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w", encoding="utf-8") as handle:
-        for passage in passages:
-            handle.write(json.dumps(asdict(passage), ensure_ascii=False) + "\n")
+    write_rows(path, passages)
 
 
 def read_passages(path: str | Path) -> list[Passage]:
-    names = {f.name for f in fields(Passage)}
-    passages = []
-    for number, obj in iter_jsonl(path):
-        if set(obj) != names or not all(isinstance(v, str) for v in obj.values()):
-            raise DataError(f"{path}:{number}: a passage needs exactly the string fields {', '.join(sorted(names))}")
-        passages.append(Passage(**obj))
-    if not passages:
-        raise DataError(f"{path}: no passages (empty file)")
+    passages = read_rows(path, Passage, "passage")
+    for passage in passages:
+        if not all(isinstance(v, str) for v in (passage.id, passage.title, passage.text, passage.source)):
+            raise DataError(f"{path}: passage {passage.id!r} has a field that is not a string")
     return passages

@@ -16,13 +16,12 @@ wrong answer's text is kept out of the loss (the model learns to judge it, not t
 from __future__ import annotations
 
 import difflib
-import json
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
-from selfknow.data.records import Record
+from selfknow.data.records import Record, read_rows, write_rows
 from selfknow.grade import golds, normalize
 from selfknow.rag.corpus import Passage
 from selfknow.rag.questions import contains_gold, entity_name
@@ -132,11 +131,8 @@ def build_examples(
 
 
 def write_examples(path: Path, examples: Sequence[Example]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(json.dumps(asdict(e), ensure_ascii=False) + "\n" for e in examples))
-    tmp.replace(path)
+    write_rows(path, examples)
 
 
 def read_examples(path: Path) -> list[Example]:
-    return [Example(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+    return read_rows(path, Example, "training example")

@@ -26,6 +26,7 @@ DEFAULT_TASKS = (
     "countries:highest_point",
     "elements:symbol",
     "elements:atomic_number",
+    "elements:period",
 )
 
 

@@ -40,7 +40,7 @@ from selfknow.rag.reflection import load_reflection_adapter, save_reflection_ada
 from selfknow.rag.report import write_rag_report
 from selfknow.rag.retrieval import METHODS, Index, recall_at_k
 from selfknow.rag.train import GeneratorConfig, train_generator
-from selfknow.stages import run_stages
+from selfknow.stages import run_stages, settled_config
 
 STAGES = ("index", "questions", "closed_book", "labels", "train", "answer", "evaluate")
 
@@ -82,18 +82,7 @@ class RagConfig:
 class RagRun:
     def __init__(self, directory: str | Path, config: RagConfig | None = None, *, progress: bool = True):
         self.dir, self.progress = Path(directory), progress
-        saved = self.dir / "config.json"
-        if saved.exists():
-            existing = RagConfig.from_file(saved)
-            if config is not None and asdict(config) != asdict(existing):
-                raise SelfknowError(f"{self.dir} is a Self-RAG run with other settings; use a new directory")
-            self.config = existing
-        elif config is None:
-            raise SelfknowError(f"{self.dir} is not a Self-RAG run directory (no config.json)")
-        else:
-            self.config = config
-            self.dir.mkdir(parents=True, exist_ok=True)
-            saved.write_text(json.dumps(asdict(config), indent=2) + "\n")
+        self.config = settled_config(self.dir, config, RagConfig.from_file, "a Self-RAG run")
         self._index: Index | None = None
 
     def run(self, stages=STAGES) -> dict[str, Any] | None:
