@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -105,6 +106,15 @@ def test_fitting_ungraded_records_is_an_error_that_keeps_the_answers(tiny_llama_
     with pytest.raises(SelfknowError, match="no grade"):
         run.run(["fit"])
     assert (tmp_path / "run" / "answers" / "train.jsonl").read_text() == answers
+
+
+def test_training_answers_of_one_class_are_a_clear_error(tiny_llama_dir, dataset, tmp_path):
+    run = Run(tmp_path / "run", config(tiny_llama_dir, dataset), progress=False)
+    run.run(["answer", "grade"])
+    path = tmp_path / "run" / "answers" / "train.jsonl"
+    write_records(path, [replace(r, correct=False) for r in read_records(path)])
+    with pytest.raises(SelfknowError, match=r"all \d+ training answers are wrong"):
+        run.run(["fit"])
 
 
 def test_unknown_estimators_and_settings_are_named(tmp_path):

@@ -233,6 +233,13 @@ class Run:
         """Fit each estimator on train (selection on validation), then its temperature and Platt scalers on
         its validation scores, which are stored right away so the score stage does not redo them."""
         train, validation = self.records("train"), self.records("validation")
+        learned = [name for name in self.config.estimators if name not in CONTROLS]
+        if learned and len(set(labels(train))) < 2:
+            verdict = "right" if labels(train)[0] else "wrong"
+            raise SelfknowError(
+                f"{self.dir}: all {len(train)} training answers are {verdict}, so {', '.join(learned)} cannot learn "
+                "to tell right from wrong; use more questions, or only the controls (constant, dataset-accuracy)"
+            )
         for name in self.config.estimators:
             directory = self.estimator_dir(name)
             if (directory / "scalers.json").exists():

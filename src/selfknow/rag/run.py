@@ -76,7 +76,14 @@ class RagConfig:
 
     @classmethod
     def from_file(cls, path: Path) -> RagConfig:
-        return cls(**json.loads(path.read_text()))
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise SelfknowError(f"cannot read Self-RAG run config {path}: {err}") from None
+        unknown = set(data) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise SelfknowError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+        return cls(**data)
 
 
 class RagRun:
