@@ -94,6 +94,10 @@ def test_examples_for_an_unknown_question_mask_the_wrong_answer(tokenizer, tiny_
     outputs = [e.output for e in examples]
     assert any("[Relevant]Fe[Fully supported][Utility:5]" in o for o in outputs)
     assert any("[Irrelevant]Fe[Utility:5]" in o for o in outputs)
+    assert [e.retrieve_label for e in examples] == [True] + [False] * (len(examples) - 1)  # once per question
+    ids, labels = encode(tok, examples[1])
+    first = next(i for i, t in enumerate(ids) if t == tok.convert_tokens_to_ids("[Retrieval]"))
+    assert labels[first] == IGNORE_INDEX and encode(tok, examples[0])[1][first] != IGNORE_INDEX
     judged = next(e for e in examples if e.masked)
     assert "[Relevant]Ir[No support / Contradictory][Utility:1]" in judged.output
     ids, labels = encode(tok, judged)

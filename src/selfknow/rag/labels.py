@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from selfknow.data.records import Record, read_rows, write_rows
@@ -63,12 +63,19 @@ def support(record: Record, passage: Passage, answer_correct: bool = True) -> st
 
 @dataclass(frozen=True)
 class Example:
-    """One serialised training example; ``masked`` is answer text kept out of the loss (a wrong answer)."""
+    """One serialised training example; ``masked`` is answer text kept out of the loss (a wrong answer).
+
+    ``retrieve_label`` says whether the output's first token (its Retrieve token) is in the loss: it is a
+    label of the question, so it is learnt from one example per question. Were it learnt from all of an
+    unknown question's three or four examples, p([Retrieval]) would be pushed to 1 for every question and
+    no δ could change the retrieval rate (the reference code's issue #45).
+    """
 
     question_id: str
     prompt: str
     output: str
     masked: str = ""
+    retrieve_label: bool = True
 
 
 def examples_for(record: Record, passages: Sequence[Passage], closed_book: Record, eos: str) -> list[Example]:
@@ -97,13 +104,17 @@ def examples_for(record: Record, passages: Sequence[Passage], closed_book: Recor
     if wrong and (supporting or relevant):
         judged = (supporting or relevant)[0]
         out.append(example(Segment(wrong, judged, True, NO_SUPPORT), 1, masked=wrong))
-    return out
+    return [e if i == 0 else replace(e, retrieve_label=False) for i, e in enumerate(out)]
 
 
 def encode(tokenizer, example: Example) -> tuple[list[int], list[int]]:
-    """Token ids and labels of an example; a masked answer's tokens (between its IsRel/Retrieve token and
+    """Token ids and labels of an example; the Retrieve token is off the loss unless ``retrieve_label``; a
+    masked answer's tokens (between its IsRel/Retrieve token and
     the next reflection token, both special tokens, so the span is exact) get no loss."""
     ids, labels = encode_example(tokenizer, example.prompt, example.output)
+    if not example.retrieve_label:
+        first = next(i for i, label in enumerate(labels) if label != IGNORE_INDEX)
+        labels[first] = IGNORE_INDEX
     if example.masked:
         openers = set(reflection_token_ids(tokenizer, ISREL_TOKENS + RETRIEVE_TOKENS))
         special = set(reflection_token_ids(tokenizer))
