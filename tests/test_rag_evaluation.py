@@ -6,7 +6,14 @@ import math
 
 import pytest
 
-from selfknow.rag.evaluation import area, best_candidate, evaluate_results, retrieve_probability
+from selfknow.rag.evaluation import (
+    area,
+    best_candidate,
+    choose_thresholds,
+    evaluate_results,
+    outcome_arrays,
+    retrieve_probability,
+)
 
 
 def _candidate(correct: bool, relevance: float, support: float = 0.0, logprob: float = math.log(0.5)) -> dict:
@@ -75,3 +82,12 @@ def test_area_closes_the_curve_at_both_ends():
 def test_a_question_without_a_base_answer_is_an_error():
     with pytest.raises(ValueError, match="no base closed-book answer"):
         evaluate_results(ROWS, {"a": BASE["a"]}, bootstrap=10)
+
+
+def test_thresholds_chosen_on_validation_retrieve_least_within_tolerance():
+    arrays = outcome_arrays(ROWS, BASE)  # always top-k: 0.75; retrieving only for "a" keeps 0.75 at rate 0.25
+    chosen = choose_thresholds(arrays, tolerance=0.01)
+    assert chosen["delta"] == 0.6  # p([Retrieval]) > 0.6 only for "a" (0.9); "c" has exactly 0.6
+    assert [qid for qid, c in zip("abcd", arrays["confidence"], strict=True) if c < chosen["tau"]] == ["a"]
+    summary = evaluate_results(ROWS, BASE, chosen=chosen, bootstrap=10)
+    assert summary["modes"]["adaptive (δ = 0.60, chosen on validation)"]["retrieval_rate"] == 0.25

@@ -77,40 +77,80 @@ def area(points: Sequence[dict], start: tuple[float, float], end: tuple[float, f
     return float(sum((b - a) * (best[a] + best[b]) / 2 for a, b in zip(rates, rates[1:], strict=False)))
 
 
+def outcome_arrays(rows: Sequence[dict], base: dict[str, dict]) -> dict[str, np.ndarray]:
+    """Per question: each mode's correctness, p([Retrieval]) normalised, and the calibrated P(correct) of the
+    base model's closed-book answer. ``base`` maps question id to ``{"correct": bool, "confidence": float}``."""
+    missing = [r["id"] for r in rows if r["id"] not in base]
+    if missing:
+        raise ValueError(f"{len(missing)} questions have no base closed-book answer, e.g. {missing[0]}")
+    return {
+        "closed": np.array([r["closed_book"]["correct"] for r in rows], dtype=bool),
+        "base": np.array([base[r["id"]]["correct"] for r in rows], dtype=bool),
+        "confidence": np.array([base[r["id"]]["confidence"] for r in rows], dtype=float),
+        "top1": np.array([r["candidates"][0]["correct"] if r["candidates"] else False for r in rows], dtype=bool),
+        "topk": np.array([best_candidate(r)["correct"] if r["candidates"] else False for r in rows], dtype=bool),
+        "p_ret": np.array([retrieve_probability(r) for r in rows]),
+    }
+
+
+def _tau_grid(confidence: np.ndarray) -> np.ndarray:
+    return np.unique(np.concatenate([np.quantile(confidence, np.linspace(0, 1, 21)), [1.0 + 1e-9]]))
+
+
+def choose_thresholds(arrays: dict[str, np.ndarray], tolerance: float = 0.01) -> dict[str, float]:
+    """The δ and τ that retrieve least while keeping accuracy within ``tolerance`` of always retrieving (top-k),
+    chosen on validation outputs so the test split only measures them; the most accurate one if none is."""
+    always = float(arrays["topk"].mean())
+
+    def pick(points: list[dict]) -> float:
+        good = [p for p in points if p["accuracy"] >= always - tolerance]
+        best = (
+            min(good, key=lambda p: (p["rate"], -p["accuracy"])) if good else max(points, key=lambda p: p["accuracy"])
+        )
+        return best["threshold"]
+
+    a = arrays
+    return {
+        "delta": pick(_curve(a["p_ret"], DELTAS, a["topk"], a["closed"], above=True)),
+        "tau": pick(_curve(a["confidence"], _tau_grid(a["confidence"]), a["topk"], a["base"], above=False)),
+    }
+
+
 def evaluate_results(
     rows: Sequence[dict],
     base: dict[str, dict],
     *,
     delta: float = 0.2,
     tau: float = 0.5,
+    chosen: dict[str, float] | None = None,
     bootstrap: int = 1000,
     seed: int = 0,
     agreement: dict[str, float] | None = None,
 ) -> dict:
-    """Every number of the report. ``base`` maps question id to the base model's closed-book answer:
-    ``{"correct": bool, "confidence": float}`` (the calibrated P(correct))."""
-    missing = [r["id"] for r in rows if r["id"] not in base]
-    if missing:
-        raise ValueError(f"{len(missing)} questions have no base closed-book answer, e.g. {missing[0]}")
-    closed = np.array([r["closed_book"]["correct"] for r in rows], dtype=bool)
-    base_correct = np.array([base[r["id"]]["correct"] for r in rows], dtype=bool)
-    confidence = np.array([base[r["id"]]["confidence"] for r in rows], dtype=float)
-    top1 = np.array([r["candidates"][0]["correct"] for r in rows], dtype=bool)
-    topk = np.array([best_candidate(r)["correct"] for r in rows], dtype=bool)
-    p_ret = np.array([retrieve_probability(r) for r in rows])
-    adaptive = p_ret > delta
-    by_confidence = confidence < tau
+    """Every number of the report; ``chosen`` adds the δ and τ chosen on validation (:func:`choose_thresholds`)."""
+    a = outcome_arrays(rows, base)
+    closed, base_correct, confidence, top1, topk, p_ret = (
+        a[k] for k in ("closed", "base", "confidence", "top1", "topk", "p_ret")
+    )
+    none, every = np.zeros(len(rows), bool), np.ones(len(rows), bool)
     modes = {
-        "closed-book": (closed, np.zeros(len(rows), bool)),
-        "base closed-book": (base_correct, np.zeros(len(rows), bool)),
-        "always top-1": (top1, np.ones(len(rows), bool)),
-        "always top-k (critique-ranked)": (topk, np.ones(len(rows), bool)),
-        f"adaptive (δ = {delta})": (gated(adaptive, topk, closed), adaptive),
-        f"confidence-gated (τ = {tau})": (gated(by_confidence, topk, base_correct), by_confidence),
+        "closed-book": (closed, none),
+        "base closed-book": (base_correct, none),
+        "always top-1": (top1, every),
+        "always top-k (critique-ranked)": (topk, every),
+        f"adaptive (δ = {delta})": (gated(p_ret > delta, topk, closed), p_ret > delta),
+        f"confidence-gated (τ = {tau})": (gated(confidence < tau, topk, base_correct), confidence < tau),
     }
-    taus = np.unique(np.concatenate([np.quantile(confidence, np.linspace(0, 1, 21)), [1.0 + 1e-9]]))
+    if chosen:
+        d, t = chosen["delta"], chosen["tau"]
+        modes[f"adaptive (δ = {d:.2f}, chosen on validation)"] = (gated(p_ret > d, topk, closed), p_ret > d)
+        by_confidence = confidence < t
+        modes[f"confidence-gated (τ = {t:.3f}, chosen on validation)"] = (
+            gated(by_confidence, topk, base_correct),
+            by_confidence,
+        )
     delta_curve = _curve(p_ret, DELTAS, topk, closed, above=True)
-    tau_curve = _curve(confidence, taus, topk, base_correct, above=False)
+    tau_curve = _curve(confidence, _tau_grid(confidence), topk, base_correct, above=False)
     always = float(topk.mean())
     diff = topk.astype(float) - top1.astype(float)
     low, high = bootstrap_interval(np.mean, diff, n=bootstrap, seed=seed)
@@ -120,6 +160,7 @@ def evaluate_results(
             name: {"accuracy": _interval(correct, bootstrap, seed), "retrieval_rate": float(retrieve.mean())}
             for name, (correct, retrieve) in modes.items()
         },
+        "chosen on validation": chosen or {},
         "critique_minus_top1": {"value": float(diff.mean()), "low": low, "high": high},
         "delta_curve": delta_curve,
         "tau_curve": tau_curve,

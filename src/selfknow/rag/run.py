@@ -10,6 +10,7 @@ answers → evaluation. Each stage writes its files as it finishes; a rerun resu
     <run>/train_examples.jsonl        rule-labelled Self-RAG training sequences
     <run>/adapter/                    LoRA + reflection-token rows (PEFT format) and the tokenizer
     <run>/results.jsonl               per test question: retrieve probability, closed-book answer, candidates
+    <run>/results-validation.jsonl    the same for validation questions, where δ and τ are chosen
     <run>/evaluation/                 metrics.json, report.md, retrieval_curves.png
 """
 
@@ -32,7 +33,7 @@ from selfknow.grade import golds
 from selfknow.models import DEFAULT_MODEL, load_model, resolve_spec
 from selfknow.pipeline import SPLITS, Run, RunConfig
 from selfknow.rag.corpus import Passage, build_corpus
-from selfknow.rag.evaluation import evaluate_results, reflection_agreement
+from selfknow.rag.evaluation import choose_thresholds, evaluate_results, outcome_arrays, reflection_agreement
 from selfknow.rag.infer import answer_questions, read_results
 from selfknow.rag.labels import build_examples, read_examples, write_examples
 from selfknow.rag.questions import DEFAULT_TASKS, rag_questions
@@ -196,30 +197,46 @@ class RagRun:
         tokenizer.padding_side = "left"
         return peft_model.eval(), tokenizer
 
+    def results_path(self, split: str) -> Path:
+        return self.dir / ("results.jsonl" if split == "test" else f"results-{split}.jsonl")
+
     def answer(self) -> None:
-        out = self.dir / "results.jsonl"
-        test = self.records("test")
-        if out.exists() and len(read_results(out)) >= len(test):
-            return
-        start = time.perf_counter()
-        model, tokenizer = self.generator()
-        answer_questions(
-            model, tokenizer, test, self.retrieved(), out,
-            max_new_tokens=self.config.max_new_tokens, progress=self.progress,
-        )  # fmt: skip
-        self._timed("answer", time.perf_counter() - start)
+        """Self-RAG's outputs on the test questions, then on the validation questions (where δ and τ are
+        chosen)."""
+        model = tokenizer = None
+        for split in ("test", "validation"):
+            out, records = self.results_path(split), self.records(split)
+            if out.exists() and len(read_results(out)) >= len(records):
+                continue
+            if model is None:
+                model, tokenizer = self.generator()
+            start = time.perf_counter()
+            answer_questions(
+                model, tokenizer, records, self.retrieved(), out,
+                max_new_tokens=self.config.max_new_tokens, progress=self.progress,
+            )  # fmt: skip
+            self._timed(f"answer_{split}", time.perf_counter() - start)
 
     # ------------------------------------------------------------------------------------- evaluation
 
+    def _base(self, split: str) -> dict[str, dict]:
+        """The base model's closed-book answers of a split: graded, with the gating confidence."""
+        scored = read_records(self.calibration.scores(split))
+        return {r.id: {"correct": bool(r.correct), "confidence": r.confidences[self.config.confidence]} for r in scored}
+
     def evaluate(self) -> dict[str, Any]:
-        rows = read_results(self.dir / "results.jsonl")
-        scored = read_records(self.calibration.scores("test"))
-        base = {r.id: {"correct": bool(r.correct), "confidence": r.confidences[self.config.confidence]} for r in scored}
+        rows = read_results(self.results_path("test"))
+        base = self._base("test")
+        chosen = None
+        if self.results_path("validation").exists():
+            chosen = choose_thresholds(
+                outcome_arrays(read_results(self.results_path("validation")), self._base("validation"))
+            )
         test = self.records("test")
         records = {r.id: r for r in test}
         passages = {p.id: p for p in self.search_index.passages}
         summary = evaluate_results(
-            rows, base, delta=self.config.delta, tau=self.config.tau, bootstrap=self.config.bootstrap,
+            rows, base, delta=self.config.delta, tau=self.config.tau, chosen=chosen, bootstrap=self.config.bootstrap,
             seed=self.config.seed, agreement=reflection_agreement(rows, records, passages),
         )  # fmt: skip
         built = set(self.search_index.info.get("kinds", []))
