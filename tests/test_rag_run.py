@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from selfknow.cli import app
@@ -113,3 +114,24 @@ def test_questions_keep_only_answers_the_corpus_holds():
     assert {r.id for r in kept} == {"elements/symbol/iron", "elements/atomic_number/iron"}
     with pytest.raises(Exception, match="dataset:task"):
         rag_questions(passages, ["symbol"])
+
+
+def test_a_rarely_supervised_reflection_token_is_learnt(tiny_llama_dir):
+    """[No Retrieval] starts at the mean embedding; its rows train at a higher rate than LoRA, so a few
+    steps make it the answer where it is the label (at the LoRA rate alone it stayed near 1e-5)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from selfknow.rag.labels import Example
+    from selfknow.rag.sequences import format_prompt
+    from selfknow.rag.train import GeneratorConfig, train_generator
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_llama_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    prompt = format_prompt("What is the chemical symbol of iron?")
+    examples = [Example("q", prompt, "[No Retrieval]Fe[Utility:5]" + tok.eos_token)] * 8
+    peft_model, numbers = train_generator(model, tok, examples, GeneratorConfig(epochs=3, batch_size=4))
+    ids = tok(prompt, return_tensors="pt").input_ids
+    with torch.no_grad():
+        probs = peft_model(input_ids=ids).logits[0, -1].softmax(-1)
+    assert probs.argmax().item() == tok.convert_tokens_to_ids("[No Retrieval]")
+    assert numbers["examples"] == 8 and numbers["supervised_tokens"] == 8 * 4

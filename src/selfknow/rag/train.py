@@ -33,6 +33,7 @@ class GeneratorConfig:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
+    token_lr_scale: float = 20.0  # the reflection-token rows' learning rate, as a multiple of lr
     max_tokens: int = 320  # longer examples are left out (and counted)
     seed: int = 0
 
@@ -69,6 +70,21 @@ def _collate(pad_id: int):
 
 
 class GeneratorTrainer(Trainer):
+    token_lr_scale: float = 1.0
+
+    def create_optimizer(self, model=None):
+        """AdamW with the reflection tokens' rows at ``token_lr_scale`` times the LoRA learning rate: they start
+        as the mean embedding, far from any useful place, and at the LoRA rate a rarely supervised token such
+        as ``[No Retrieval]`` barely moves in a few hundred steps."""
+        if self.optimizer is None:
+            trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+            rows = [p for n, p in trainable if "trainable_tokens" in n]
+            rest = [p for n, p in trainable if "trainable_tokens" not in n]
+            lr = self.args.learning_rate
+            groups = [{"params": rest}, {"params": rows, "lr": lr * self.token_lr_scale}]
+            self.optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=lr, weight_decay=0.0)
+        return self.optimizer
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         """Mean cross-entropy over supervised next tokens; logits only at those positions."""
         labels = inputs["labels"][:, 1:]
@@ -116,6 +132,7 @@ def train_generator(model, tokenizer, examples: Sequence[Example], config: Gener
         trainer = GeneratorTrainer(
             model=peft_model, args=args, train_dataset=_Encoded(rows), data_collator=_collate(pad)
         )
+        trainer.token_lr_scale = config.token_lr_scale
         trainer.remove_callback(PrinterCallback)
         if trainer.pop_callback(ProgressCallback) is not None:
             trainer.add_callback(_QuietProgress)
