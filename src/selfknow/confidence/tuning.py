@@ -350,6 +350,38 @@ def make_head(hidden_size: int) -> nn.Module:
     return nn.Sequential(*layers)
 
 
+def training_arguments(
+    output_dir: str, batch_size: int, epochs: float, lr: float, seed: int, progress: bool, **overrides
+) -> TrainingArguments:
+    """The settings every selfknow training loop shares: no checkpoints, no evaluation loop, no reporting
+    services, no weight decay, the CPU when there is no GPU; ``overrides`` for the rest."""
+    settings = {
+        "output_dir": output_dir,
+        "per_device_train_batch_size": batch_size,
+        "num_train_epochs": epochs,
+        "learning_rate": lr,
+        "weight_decay": 0.0,
+        "warmup_steps": 0,
+        "logging_steps": 10,
+        "save_strategy": "no",
+        "eval_strategy": "no",
+        "report_to": [],
+        "seed": seed,
+        "remove_unused_columns": False,
+        "dataloader_num_workers": 0,
+        "disable_tqdm": not progress,
+        "use_cpu": not torch.cuda.is_available(),
+    }
+    return TrainingArguments(**{**settings, **overrides})
+
+
+def quiet(trainer: Trainer) -> None:
+    """A progress bar (or nothing) instead of the raw log dictionaries Trainer prints."""
+    trainer.remove_callback(PrinterCallback)
+    if trainer.pop_callback(ProgressCallback) is not None:
+        trainer.add_callback(_QuietProgress)
+
+
 def train_adapter(
     peft_model,
     adapter: str,
@@ -368,31 +400,14 @@ def train_adapter(
     if head is not None:
         head.requires_grad_(True)
     calibration = CalibrationModel(peft_model, start_layer(peft_model, config), options, head)
-    args = TrainingArguments(
-        output_dir=output_dir,
-        per_device_train_batch_size=config.batch_size,
-        num_train_epochs=config.epochs,
-        learning_rate=config.lr,
-        lr_scheduler_type="cosine",
-        weight_decay=0.0,
-        warmup_steps=0,
-        logging_steps=10,
-        save_strategy="no",
-        eval_strategy="no",
-        report_to=[],
-        seed=config.seed,
-        remove_unused_columns=False,
-        dataloader_num_workers=0,
-        disable_tqdm=not progress,
-        use_cpu=not torch.cuda.is_available(),
+    args = training_arguments(
+        output_dir, config.batch_size, config.epochs, config.lr, config.seed, progress, lr_scheduler_type="cosine"
     )
     keep_best = _KeepBest(calibration, validation, adapter, config.batch_size)
     trainer = CalibrationTrainer(
         model=calibration, args=args, train_dataset=train, data_collator=collate, callbacks=[keep_best], tuning=config
     )
-    trainer.remove_callback(PrinterCallback)  # the progress bar (or nothing) instead of raw log dicts
-    if trainer.pop_callback(ProgressCallback) is not None:
-        trainer.add_callback(_QuietProgress)
+    quiet(trainer)
     result = trainer.train()
     keep_best.restore()
     peft_model.eval()

@@ -134,28 +134,27 @@ def read_records(path: str | Path) -> list[Record]:
     return records
 
 
-def write_records(path: str | Path, records: Iterable[Record]) -> None:
+def _write_lines(path: str | Path, lines: Iterable[str]) -> None:
     """Write atomically (temporary file, then rename), so a crash never leaves a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as handle:
-        for record in records:
-            handle.write(record.to_json() + "\n")
+        for line in lines:
+            handle.write(line + "\n")
         handle.flush()
         os.fsync(handle.fileno())
     tmp.replace(path)
 
 
+def write_records(path: str | Path, records: Iterable[Record]) -> None:
+    """Records as JSONL, written atomically."""
+    _write_lines(path, (record.to_json() for record in records))
+
+
 def write_rows(path: str | Path, rows: Iterable[Any]) -> None:
-    """Dataclass instances as JSONL, one per line, written atomically like :func:`write_records`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(dataclasses.asdict(row), ensure_ascii=False) + "\n")
-    tmp.replace(path)
+    """Dataclass instances as JSONL, one per line, written atomically."""
+    _write_lines(path, (json.dumps(dataclasses.asdict(row), ensure_ascii=False) for row in rows))
 
 
 def read_rows(path: str | Path, cls: type[T], what: str) -> list[T]:

@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 from peft import get_peft_model
-from transformers import PrinterCallback, ProgressCallback, Trainer, TrainingArguments
+from transformers import Trainer
 
-from selfknow.confidence.tuning import _QuietProgress, output_logits
+from selfknow.confidence.tuning import output_logits, quiet, training_arguments
 from selfknow.rag.labels import Example, encode
 from selfknow.rag.reflection import add_reflection_tokens, reflection_lora_config
 from selfknow.rag.sequences import IGNORE_INDEX
@@ -110,32 +110,18 @@ def train_generator(model, tokenizer, examples: Sequence[Example], config: Gener
         )
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     with tempfile.TemporaryDirectory() as scratch:
-        args = TrainingArguments(
-            output_dir=scratch,
-            per_device_train_batch_size=config.batch_size,
-            num_train_epochs=config.epochs,
-            learning_rate=config.lr,
+        steps = math.ceil(len(rows) / config.batch_size) * config.epochs
+        args = training_arguments(
+            scratch, config.batch_size, config.epochs, config.lr, config.seed, progress,
             lr_scheduler_type="linear",
-            warmup_steps=int(0.03 * config.epochs * math.ceil(len(rows) / config.batch_size)),  # 3%, as the paper
-            weight_decay=0.0,
-            logging_steps=10,
-            save_strategy="no",
-            eval_strategy="no",
-            report_to=[],
-            seed=config.seed,
-            remove_unused_columns=False,
+            warmup_steps=int(0.03 * steps),  # 3%, as the paper
             train_sampling_strategy="group_by_length",  # batches of similar length: little padding
-            dataloader_num_workers=0,
-            disable_tqdm=not progress,
-            use_cpu=not torch.cuda.is_available(),
-        )
+        )  # fmt: skip
         trainer = GeneratorTrainer(
             model=peft_model, args=args, train_dataset=_Encoded(rows), data_collator=_collate(pad)
         )
         trainer.token_lr_scale = config.token_lr_scale
-        trainer.remove_callback(PrinterCallback)
-        if trainer.pop_callback(ProgressCallback) is not None:
-            trainer.add_callback(_QuietProgress)
+        quiet(trainer)
         result = trainer.train()
     peft_model.eval()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
