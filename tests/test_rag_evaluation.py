@@ -90,4 +90,11 @@ def test_thresholds_chosen_on_validation_retrieve_least_within_tolerance():
     assert chosen["delta"] == 0.6  # p([Retrieval]) > 0.6 only for "a" (0.9); "c" has exactly 0.6
     assert [qid for qid, c in zip("abcd", arrays["confidence"], strict=True) if c < chosen["tau"]] == ["a"]
     summary = evaluate_results(ROWS, BASE, chosen=chosen, bootstrap=10)
-    assert summary["modes"]["adaptive (δ = 0.60, chosen on validation)"]["retrieval_rate"] == 0.25
+    assert summary["modes"]["adaptive (δ = 0.6000, chosen on validation)"]["retrieval_rate"] == 0.25
+
+
+def test_the_delta_sweep_moves_the_rate_when_p_retrieval_sits_in_a_narrow_band():
+    rows = [{**row, "p_retrieval": 0.97 + 0.01 * i, "p_no_retrieval": 0.0} for i, row in enumerate(ROWS)]
+    rows = [{**row, "p_no_retrieval": 1 - row["p_retrieval"]} for row in rows]
+    rates = {p["rate"] for p in evaluate_results(rows, BASE, bootstrap=10)["delta_curve"]}
+    assert {0.0, 0.25, 0.5, 0.75, 1.0} <= rates  # a fixed 0.05 grid would give only 1.0 and 0.0

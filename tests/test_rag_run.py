@@ -42,7 +42,7 @@ def test_rag_cli_runs_every_stage_resumes_and_answers(tiny_llama_dir, tmp_path):
     assert modes["always top-1"]["retrieval_rate"] == 1.0 and modes["closed-book"]["retrieval_rate"] == 0.0
     for row in modes.values():
         assert row["accuracy"]["low"] <= row["accuracy"]["value"] <= row["accuracy"]["high"]
-    assert [p["threshold"] for p in metrics["delta_curve"]][:2] == [0.0, 0.05]
+    assert {0.0, 0.05, 0.95} <= {p["threshold"] for p in metrics["delta_curve"]}
     assert set(metrics["retriever recall (test questions)"]) == {"bm25"}
     assert (run / "evaluation" / "retrieval_curves.png").stat().st_size > 0
     assert "| always top-k (critique-ranked) |" in (run / "evaluation" / "report.md").read_text()

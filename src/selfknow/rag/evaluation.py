@@ -93,8 +93,12 @@ def outcome_arrays(rows: Sequence[dict], base: dict[str, dict]) -> dict[str, np.
     }
 
 
-def _tau_grid(confidence: np.ndarray) -> np.ndarray:
-    return np.unique(np.concatenate([np.quantile(confidence, np.linspace(0, 1, 21)), [1.0 + 1e-9]]))
+def _grid(scores: np.ndarray, fixed: Sequence[float] = ()) -> np.ndarray:
+    """Thresholds that sweep the whole retrieval rate: the scores' 5% quantiles (p([Retrieval]) of a trained
+    model often sits in a narrow band such as 0.97-1.0, where a fixed grid would not move the rate), any
+    fixed values, and one just above the largest score."""
+    quantiles = np.quantile(scores, np.linspace(0, 1, 21))
+    return np.unique(np.concatenate([quantiles, np.asarray(fixed, dtype=float), [scores.max() + 1e-9]]))
 
 
 def choose_thresholds(arrays: dict[str, np.ndarray], tolerance: float = 0.01) -> dict[str, float]:
@@ -111,8 +115,8 @@ def choose_thresholds(arrays: dict[str, np.ndarray], tolerance: float = 0.01) ->
 
     a = arrays
     return {
-        "delta": pick(_curve(a["p_ret"], DELTAS, a["topk"], a["closed"], above=True)),
-        "tau": pick(_curve(a["confidence"], _tau_grid(a["confidence"]), a["topk"], a["base"], above=False)),
+        "delta": pick(_curve(a["p_ret"], _grid(a["p_ret"], DELTAS), a["topk"], a["closed"], above=True)),
+        "tau": pick(_curve(a["confidence"], _grid(a["confidence"]), a["topk"], a["base"], above=False)),
     }
 
 
@@ -143,14 +147,14 @@ def evaluate_results(
     }
     if chosen:
         d, t = chosen["delta"], chosen["tau"]
-        modes[f"adaptive (δ = {d:.2f}, chosen on validation)"] = (gated(p_ret > d, topk, closed), p_ret > d)
+        modes[f"adaptive (δ = {d:.4f}, chosen on validation)"] = (gated(p_ret > d, topk, closed), p_ret > d)
         by_confidence = confidence < t
         modes[f"confidence-gated (τ = {t:.3f}, chosen on validation)"] = (
             gated(by_confidence, topk, base_correct),
             by_confidence,
         )
-    delta_curve = _curve(p_ret, DELTAS, topk, closed, above=True)
-    tau_curve = _curve(confidence, _tau_grid(confidence), topk, base_correct, above=False)
+    delta_curve = _curve(p_ret, _grid(p_ret, DELTAS), topk, closed, above=True)
+    tau_curve = _curve(confidence, _grid(confidence), topk, base_correct, above=False)
     always = float(topk.mean())
     diff = topk.astype(float) - top1.astype(float)
     low, high = bootstrap_interval(np.mean, diff, n=bootstrap, seed=seed)
