@@ -460,7 +460,7 @@ def rag_index(
         "dataset-accuracy,probe-mlp"
     ),
     confidence: Annotated[str, typer.Option(help="Calibrated P(correct) that gates retrieval.")] = "probe-mlp+platt",
-    epochs: Annotated[float, typer.Option(help="Generator training epochs.")] = 2.0,
+    epochs: Annotated[float, typer.Option(help="Generator training epochs.")] = 1.0,
     lr: Annotated[float, typer.Option(help="Generator learning rate.")] = 5e-4,
     delta: Annotated[float, typer.Option(help="Adaptive retrieval threshold on p([Retrieval]).")] = 0.2,
     tau: Annotated[

@@ -34,17 +34,17 @@ def _pairs(title: str, values: dict[str, Any]) -> str:
 
 
 def plot_curves(summary: dict[str, Any], path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(5.5, 4))
+    fig, ax = plt.subplots(figsize=(6, 4.5))
     for key, label in (("delta_curve", "adaptive, δ sweep"), ("tau_curve", "confidence-gated, τ sweep")):
         points = sorted(summary[key], key=lambda p: p["rate"])
         ax.plot([p["rate"] for p in points], [p["accuracy"] for p in points], marker="o", ms=3, label=label)
-    for name, row in summary["modes"].items():
-        ax.scatter([row["retrieval_rate"]], [row["accuracy"]["value"]], marker="x", s=30)
-        ax.annotate(name, (row["retrieval_rate"], row["accuracy"]["value"]), fontsize=6)
+    markers = "xs^vDP*ho"
+    for (name, row), marker in zip(summary["modes"].items(), markers, strict=False):
+        ax.scatter([row["retrieval_rate"]], [row["accuracy"]["value"]], marker=marker, s=28, label=name, zorder=3)
     ax.set_xlabel("retrieval rate")
     ax.set_ylabel("accuracy")
     ax.set_xlim(-0.02, 1.02)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=6, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=130)
     plt.close(fig)

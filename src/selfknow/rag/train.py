@@ -27,7 +27,7 @@ from selfknow.rag.sequences import IGNORE_INDEX
 
 @dataclass
 class GeneratorConfig:
-    epochs: float = 2.0
+    epochs: float = 1.0
     lr: float = 5e-4
     batch_size: int = 8
     r: int = 16
