@@ -37,7 +37,7 @@ from selfknow.errors import SelfknowError
 from selfknow.metrics import evaluate_scores
 from selfknow.models import DEFAULT_MODEL
 from selfknow.report import write_report
-from selfknow.stages import run_stages
+from selfknow.stages import read_settings, run_stages
 
 SPLITS = ("train", "validation", "test")
 STAGES = ("answer", "grade", "fit", "score", "evaluate")
@@ -98,14 +98,7 @@ class RunConfig:
 
     @classmethod
     def from_file(cls, path: str | Path) -> RunConfig:
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise SelfknowError(f"cannot read run config {path}: {err}") from None
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise SelfknowError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
-        return cls(**data)
+        return cls(**read_settings(path, cls.__dataclass_fields__, "run"))
 
 
 def _git_hash() -> str:

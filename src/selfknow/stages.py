@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
@@ -39,3 +39,15 @@ def settled_config(directory: Path, config: C | None, load: Callable[[Path], C],
     directory.mkdir(parents=True, exist_ok=True)
     saved.write_text(json.dumps(asdict(config), indent=2) + "\n")
     return config
+
+
+def read_settings(path: str | Path, known: Iterable[str], kind: str) -> dict[str, Any]:
+    """A saved config's settings; an unreadable file or an unknown setting is an error naming the file."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise SelfknowError(f"cannot read {kind} config {path}: {err}") from None
+    unknown = set(data) - set(known)
+    if unknown:
+        raise SelfknowError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
+    return data

@@ -36,7 +36,7 @@ from selfknow.elk.quirky import QuirkyExample, balance, quirky_dataset, read_jso
 from selfknow.elk.report import write_elk_report
 from selfknow.elk.training import agreement, encode, train_quirky
 from selfknow.errors import SelfknowError
-from selfknow.stages import run_stages, settled_config
+from selfknow.stages import read_settings, run_stages, settled_config
 
 STAGES = ("data", "train", "extract", "evaluate")
 ADAPTER = "quirky"
@@ -59,8 +59,9 @@ class ElkConfig:
 
     @classmethod
     def from_file(cls, path: Path) -> ElkConfig:
-        data = json.loads(path.read_text())
-        data["fractions"] = tuple(data["fractions"])
+        data = read_settings(path, cls.__dataclass_fields__, "ELK run")
+        if "fractions" in data:
+            data["fractions"] = tuple(data["fractions"])
         return cls(**data)
 
 

@@ -41,7 +41,7 @@ from selfknow.rag.reflection import load_reflection_adapter, save_reflection_ada
 from selfknow.rag.report import write_rag_report
 from selfknow.rag.retrieval import METHODS, Index, recall_at_k
 from selfknow.rag.train import GeneratorConfig, train_generator
-from selfknow.stages import run_stages, settled_config
+from selfknow.stages import read_settings, run_stages, settled_config
 
 STAGES = ("index", "questions", "closed_book", "labels", "train", "answer", "evaluate")
 
@@ -77,14 +77,7 @@ class RagConfig:
 
     @classmethod
     def from_file(cls, path: Path) -> RagConfig:
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise SelfknowError(f"cannot read Self-RAG run config {path}: {err}") from None
-        unknown = set(data) - set(cls.__dataclass_fields__)
-        if unknown:
-            raise SelfknowError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
-        return cls(**data)
+        return cls(**read_settings(path, cls.__dataclass_fields__, "Self-RAG run"))
 
 
 class RagRun:
