@@ -168,10 +168,11 @@ def nll(confidence: ArrayLike, correct: ArrayLike) -> float:
     return float(-np.mean(hit * np.log(p) + (1 - hit) * np.log(1 - p)))
 
 
-def _auroc(conf: np.ndarray, hit: np.ndarray) -> float:
-    """Mann-Whitney AUROC, (Σ ranks of the correct − n₁(n₁+1)/2) / (n₁·n₀) with average ranks for ties; NaN
-    with one class. Equal to sklearn's ``roc_auc_score`` and ~5 times faster, which the thousands of per-group
-    calls of a bootstrapped :func:`within_group_auroc` need."""
+def score_auroc(conf: np.ndarray, hit: np.ndarray) -> float:
+    """Mann-Whitney AUROC of any real-valued score (a probe's log-odds as well as a probability),
+    (Σ ranks of the positives − n₁(n₁+1)/2) / (n₁·n₀) with average ranks for ties; NaN with one class. Equal
+    to sklearn's ``roc_auc_score`` and ~5 times faster, which the thousands of per-group calls of a
+    bootstrapped :func:`within_group_auroc` need."""
     n_pos = hit.sum()
     n_neg = len(hit) - n_pos
     if n_pos == 0 or n_neg == 0:
@@ -185,7 +186,7 @@ def auroc(confidence: ArrayLike, correct: ArrayLike) -> float:
     correct answer is more confident than a random wrong one, ties counting ½. NaN when every answer is correct
     or every one wrong (no pair to compare)."""
     conf, hit, _ = _check(confidence, correct)
-    return _auroc(conf, hit)
+    return score_auroc(conf, hit)
 
 
 def within_group_auroc(confidence: ArrayLike, correct: ArrayLike, groups: ArrayLike) -> float:
@@ -199,7 +200,7 @@ def within_group_auroc(confidence: ArrayLike, correct: ArrayLike, groups: ArrayL
     """
     conf, hit, groups = _check(confidence, correct, groups)
     names, group = np.unique(groups, return_inverse=True)
-    values = [_auroc(conf[group == k], hit[group == k]) for k in range(len(names))]
+    values = [score_auroc(conf[group == k], hit[group == k]) for k in range(len(names))]
     usable = [v for v in values if not math.isnan(v)]
     return float(np.mean(usable)) if usable else math.nan
 

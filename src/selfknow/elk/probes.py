@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from scipy.stats import rankdata
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from sklearn.utils.extmath import randomized_svd
 
 from selfknow.errors import DataError
+from selfknow.metrics import score_auroc
 
 LR_L2 = 1e-3  # reference: mean BCE + 0.001·||w||², bias unpenalised
 CCS_L2 = 1e-2  # reference: CCS loss + 0.01·||θ||²/2
@@ -34,9 +34,8 @@ PLATT_C = 1e4  # nearly unpenalised: Platt scaling should calibrate, not shrink
 
 
 def auroc(y: np.ndarray, score: np.ndarray) -> float:
-    """AUROC of ``score`` for ``y == 1``; NaN when ``y`` has one class (nothing to rank)."""
-    y = np.asarray(y)
-    return float(roc_auc_score(y, score)) if np.unique(y).size == 2 else math.nan
+    """AUROC of ``score`` for ``y == 1`` (:func:`selfknow.metrics.score_auroc`); NaN when ``y`` has one class."""
+    return score_auroc(np.asarray(score, dtype=float), np.asarray(y, dtype=float))
 
 
 def _features(x: np.ndarray, pair: bool, name: str) -> np.ndarray:
