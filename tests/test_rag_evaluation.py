@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from selfknow.errors import DataError
 from selfknow.rag.evaluation import (
     area,
     best_candidate,
@@ -80,7 +81,7 @@ def test_area_closes_the_curve_at_both_ends():
 
 
 def test_a_question_without_a_base_answer_is_an_error():
-    with pytest.raises(ValueError, match="no base closed-book answer"):
+    with pytest.raises(DataError, match="no base closed-book answer"):
         evaluate_results(ROWS, {"a": BASE["a"]}, bootstrap=10)
 
 

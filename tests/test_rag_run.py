@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from selfknow.cli import app
 from selfknow.data.records import Record
-from selfknow.errors import SelfknowError
+from selfknow.errors import DataError, SelfknowError
 from selfknow.rag.corpus import Passage
 from selfknow.rag.labels import encode, examples_for, is_relevant, support
 from selfknow.rag.questions import rag_questions
@@ -135,3 +135,11 @@ def test_a_rarely_supervised_reflection_token_is_learnt(tiny_llama_dir):
         probs = peft_model(input_ids=ids).logits[0, -1].softmax(-1)
     assert probs.argmax().item() == tok.convert_tokens_to_ids("[No Retrieval]")
     assert numbers["examples"] == 8 and numbers["supervised_tokens"] == 8 * 4
+
+
+def test_a_training_question_without_a_closed_book_answer_is_a_clear_error():
+    from selfknow.rag.labels import build_examples
+
+    record = _record("Fe")
+    with pytest.raises(DataError, match="no graded closed-book answer"):
+        build_examples([record], {record.id: []}, {}, "</s>")

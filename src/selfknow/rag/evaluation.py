@@ -19,6 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from selfknow.errors import DataError
 from selfknow.metrics import accuracy, auroc, bootstrap_interval
 from selfknow.rag.critique import final_score
 from selfknow.rag.labels import is_relevant, support
@@ -82,7 +83,7 @@ def outcome_arrays(rows: Sequence[dict], base: dict[str, dict]) -> dict[str, np.
     base model's closed-book answer. ``base`` maps question id to ``{"correct": bool, "confidence": float}``."""
     missing = [r["id"] for r in rows if r["id"] not in base]
     if missing:
-        raise ValueError(f"{len(missing)} questions have no base closed-book answer, e.g. {missing[0]}")
+        raise DataError(f"{len(missing)} questions have no base closed-book answer, e.g. {missing[0]}")
     return {
         "closed": np.array([r["closed_book"]["correct"] for r in rows], dtype=bool),
         "base": np.array([base[r["id"]]["correct"] for r in rows], dtype=bool),

@@ -22,6 +22,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from selfknow.data.records import Record, read_rows, write_rows
+from selfknow.errors import DataError
 from selfknow.grade import golds, normalize
 from selfknow.rag.corpus import Passage
 from selfknow.rag.questions import contains_gold, entity_name
@@ -135,7 +136,7 @@ def build_examples(
     answer are an error (the Retrieve label needs it)."""
     missing = [r.id for r in records if r.id not in closed_book or closed_book[r.id].correct is None]
     if missing:
-        raise ValueError(f"{len(missing)} questions have no graded closed-book answer, e.g. {missing[0]}")
+        raise DataError(f"{len(missing)} questions have no graded closed-book answer, e.g. {missing[0]}")
     out = [e for r in records for e in examples_for(r, retrieved[r.id], closed_book[r.id], eos)]
     random.Random(seed).shuffle(out)
     return out
