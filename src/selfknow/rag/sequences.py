@@ -30,8 +30,8 @@ from selfknow.rag.reflection import (
     RETRIEVAL,
     reflection_token_ids,
 )
+from selfknow.sft import IGNORE_INDEX
 
-IGNORE_INDEX = -100
 PROMPT = "### Instruction:\n{instruction}\n\n### Response:\n"
 PROMPT_WITH_INPUT = "### Instruction:\n{instruction}\n\n### Input:\n{input}\n\n### Response:\n"
 
