@@ -552,6 +552,60 @@ def rag_ask(
         )
 
 
+@app.command("backtranslate")
+def backtranslate(
+    run_dir: Annotated[Path, typer.Argument(help="Backtranslation run directory; a rerun resumes it.")],
+    model: ModelOpt = DEFAULT_MODEL,
+    seed_source: Annotated[
+        list[str] | None,
+        typer.Option(help="Seed pairs, repeatable: python-faq, debian-faq, user:<pairs.jsonl>, hub:<dataset id>."),
+    ] = None,
+    pool_source: Annotated[
+        list[str] | None,
+        typer.Option(help="Unlabelled texts, repeatable: python-docs, factbook, user:<folder or .jsonl>."),
+    ] = None,
+    held_out: Annotated[int, typer.Option(help="Seed pairs held out before anything is trained.")] = 60,
+    pool_limit: Annotated[int | None, typer.Option(help="Most unlabelled segments (a seeded sample).")] = None,
+    backward_epochs: Annotated[float, typer.Option(help="Backward-model epochs.")] = 3.0,
+    forward_epochs: Annotated[float, typer.Option(help="Forward-model epochs.")] = 2.0,
+    reading: Annotated[str, typer.Option(help="Curation reading that selects pairs: expected or parsed.")] = (
+        "expected"
+    ),
+    k: Annotated[int, typer.Option(help="Keep pairs rated at least k: 5 (A_5) or 4 (A_4).")] = 5,
+    iterations: Annotated[int, typer.Option(help="Self-curation iterations (M_1, M_2, ...).")] = 2,
+    labelled: Annotated[int, typer.Option(help="Pairs in the curation test set (20% real positives).")] = 250,
+    stages: Annotated[str, typer.Option(help="Comma-separated stages to run.")] = (
+        "data,backward,augment,curate,train,evaluate"
+    ),
+    seed: Annotated[int, typer.Option(help="Seed of the held-out split, sampling, training and bootstrap.")] = 0,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
+) -> None:
+    """Instruction backtranslation: a backward model writes instructions for unlabelled texts, forward models
+    rate them (self-curation) and are retrained on the best; reports each part against baselines."""
+    from selfknow.backtranslate.run import POOL_SOURCES, SEED_SOURCES, BacktranslateConfig, BacktranslateRun
+    from selfknow.backtranslate.tuning import LoraSettings
+
+    config = BacktranslateConfig(
+        model=model,
+        seed_sources=list(seed_source or SEED_SOURCES),
+        pool_sources=list(pool_source or POOL_SOURCES),
+        held_out=held_out,
+        pool_limit=pool_limit,
+        backward=LoraSettings(epochs=backward_epochs).to_dict(),
+        forward=LoraSettings(epochs=forward_epochs).to_dict(),
+        reading=reading,
+        k=k,
+        iterations=iterations,
+        labelled=labelled,
+        seed=seed,
+        bootstrap=bootstrap,
+    )
+    run = BacktranslateRun(run_dir, config)  # the same settings resume; other settings are refused
+    summary = run.run([s.strip() for s in stages.split(",") if s.strip()])
+    if summary:
+        console.print(f"report: {run_dir / 'evaluation' / 'report.md'}")
+
+
 def main() -> None:
     try:
         app()

@@ -16,9 +16,11 @@ from dataclasses import dataclass, field
 
 import torch
 from transformers import DynamicCache, PreTrainedModel
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
 from selfknow.batching import Group, group_by_prefix, make_batches
 from selfknow.data.records import LETTERS, Record
+from selfknow.data.splits import rng_for
 from selfknow.prompts import continuation_token
 
 Item = tuple[Record, str, list[int]]  # a record, its prompt text and the prompt's token ids
@@ -31,6 +33,11 @@ class AnswerConfig:
     batch_size: int = 64
     max_batch_tokens: int = 16384  # tokens a batch holds: per row its prompt and its longest answer
     stop: tuple[str, ...] = ("\n",)
+    temperature: float = 0.0  # 0: greedy; otherwise nucleus sampling, seeded per record id
+    top_p: float = 1.0
+    seed: int = 0
+    cue: tuple[int, ...] = ()  # tokens appended after the prompt for a forced reading (scores["cue_logprobs"])
+    cue_read: tuple[int, ...] = ()  # the tokens whose next-token log-probs the cue reading keeps
 
 
 @dataclass
@@ -204,16 +211,48 @@ class Answerer:
             done.append(answered_record(record, prompt, letter, {"choice_logits": letter_logits.tolist()}))
         return done
 
+    def _read_cue(self, cache, mask, last) -> list[list[float]]:
+        """Log-probs of ``cue_read`` after the prompt and the cue; the cache is cut back to the prompt."""
+        cue = torch.tensor(self.config.cue, device=self.device)
+        rows, width = mask.shape[0], len(self.config.cue)
+        out = self.model(
+            input_ids=cue.expand(rows, -1),
+            attention_mask=torch.cat([mask, mask.new_ones(rows, width)], dim=1),
+            position_ids=last[:, None] + torch.arange(1, width + 1, device=self.device),
+            past_key_values=cache,
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache.crop(-width)  # cut the cue back off the cache
+        self.stats.computed_tokens += rows * width
+        scores = out.logits[:, -1].float().log_softmax(-1)[:, list(self.config.cue_read)]
+        return scores.tolist()
+
+    def _choose(self, rows: Sequence[Item], active: list[int], logits: torch.Tensor, step: int) -> torch.Tensor:
+        """The next token of each active row: the argmax, or a nucleus sample drawn from a generator seeded by
+        the record id and step, so a resumed run samples what an uninterrupted one would."""
+        if self.config.temperature <= 0:
+            return logits.argmax(-1)
+        warped = TemperatureLogitsWarper(self.config.temperature)(None, logits.float())
+        warped = TopPLogitsWarper(self.config.top_p)(None, warped)
+        probs = warped.softmax(-1).cpu()
+        picks = []
+        for j, row in enumerate(active):
+            generator = torch.Generator().manual_seed(rng_for(self.config.seed, rows[row][0].id, step).getrandbits(63))
+            picks.append(int(torch.multinomial(probs[j], 1, generator=generator)))
+        return torch.tensor(picks, device=logits.device)
+
     def _decode(self, rows: Sequence[Item], logits, cache, mask, last) -> tuple[list[Record], int]:
-        """Greedy decoding; a row stops at EOS or at a stop string that follows some text (models
-        often open with a newline), and then leaves the batch."""
+        """Greedy or sampled decoding; a row stops at EOS or at a stop string that follows some text
+        (models often open with a newline), and then leaves the batch."""
+        cue = self._read_cue(cache, mask, last) if self.config.cue else None
         tokens: list[list[int]] = [[] for _ in rows]
         logprobs: list[list[float]] = [[] for _ in rows]
         active = list(range(len(rows)))
         positions = last
         for step in range(self.config.max_new_tokens):
             scores = logits.float().log_softmax(-1)
-            best = scores.argmax(-1)
+            best = self._choose(rows, active, logits, step)
             keep = []
             for j, row in enumerate(active):
                 token = int(best[j])
@@ -244,7 +283,8 @@ class Answerer:
         for row, (record, prompt, _) in enumerate(rows):
             text, kept = answer_text(self.tokenizer, tokens[row], self.eos, self.config.stop)
             kept_total += kept
-            done.append(answered_record(record, prompt, text, {"token_logprobs": logprobs[row][:kept]}))
+            scores = {"token_logprobs": logprobs[row][:kept], **({"cue_logprobs": cue[row]} if cue else {})}
+            done.append(answered_record(record, prompt, text, scores))
         generated = sum(len(t) for t in tokens)
         self.stats.generated_tokens += kept_total
         self.stats.wasted_decode_tokens += generated - kept_total

@@ -12,24 +12,24 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def _f(value: float | None) -> str:
+def number(value: float | None) -> str:
     return "—" if value is None or value != value else f"{value:.3f}"
 
 
-def _ci(metric: dict[str, float]) -> str:
-    return f"{_f(metric['value'])} [{_f(metric['low'])}, {_f(metric['high'])}]"
+def ci(metric: dict[str, float]) -> str:
+    return f"{number(metric['value'])} [{number(metric['low'])}, {number(metric['high'])}]"
 
 
 def modes_table(summary: dict[str, Any]) -> str:
     lines = ["| mode | accuracy [95% CI] | retrieval rate |", "|---|---|---|"]
     for name, row in summary["modes"].items():
-        lines.append(f"| {name} | {_ci(row['accuracy'])} | {_f(row['retrieval_rate'])} |")
+        lines.append(f"| {name} | {ci(row['accuracy'])} | {number(row['retrieval_rate'])} |")
     return "\n".join(lines)
 
 
 def _pairs(title: str, values: dict[str, Any]) -> str:
     lines = [f"| {title} | value |", "|---|---|"]
-    lines += [f"| {k} | {_f(v) if isinstance(v, float) else v} |" for k, v in values.items()]
+    lines += [f"| {k} | {number(v) if isinstance(v, float) else v} |" for k, v in values.items()]
     return "\n".join(lines)
 
 
@@ -54,13 +54,15 @@ def plot_curves(summary: dict[str, Any], path: Path) -> Path:
 def write_rag_report(out: Path, summary: dict[str, Any]) -> Path:
     recall = summary.get("retriever recall (test questions)", {})
     recall_lines = ["| retriever | recall@1 | recall@5 |", "|---|---|---|"]
-    recall_lines += [f"| {m} | {_f(r.get(1, r.get('1')))} | {_f(r.get(5, r.get('5')))} |" for m, r in recall.items()]
+    recall_lines += [
+        f"| {m} | {number(r.get(1, r.get('1')))} | {number(r.get(5, r.get('5')))} |" for m, r in recall.items()
+    ]
     diff = summary["critique_minus_top1"]
     text = "\n\n".join(
         [
             f"# Self-RAG evaluation ({summary['questions']} held-out questions)",
             modes_table(summary),
-            f"Critique-ranked top-k minus top-1 accuracy: {_ci(diff)} (paired bootstrap).",
+            f"Critique-ranked top-k minus top-1 accuracy: {ci(diff)} (paired bootstrap).",
             _pairs("area under accuracy vs retrieval rate", summary["area"]),
             _pairs("predicting closed-book errors (AUROC)", summary["predicting closed-book errors (AUROC)"]),
             _pairs("reflection tokens vs rule labels (held-out)", summary["reflection agreement with rule labels"]),
