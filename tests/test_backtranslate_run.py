@@ -114,8 +114,8 @@ def test_sampling_is_seeded_per_record_and_independent_of_batching(tiny_llama_di
     assert run(items) != sampled  # greedy differs from sampling
 
 
-def test_cue_reading_equals_a_forward_pass_over_prompt_and_cue(tiny_llama_dir):
-    model, tokenizer = load_model(str(tiny_llama_dir))
+def test_cue_reading_equals_a_forward_pass_over_prompt_and_cue(tiny_model_dir):
+    model, tokenizer = load_model(str(tiny_model_dir))
     prompts = [rating_parts(tokenizer, f"Question {i}?", "Answer. " * (i + 1)) for i in range(3)]
     items = _rows(tokenizer, [a + b for a, b in prompts])
     cue, digits = score_cue(tokenizer, items[0][1])

@@ -215,6 +215,8 @@ class Answerer:
         """Log-probs of ``cue_read`` after the prompt and the cue; the cache is cut back to the prompt."""
         cue = torch.tensor(self.config.cue, device=self.device)
         rows, width = mask.shape[0], len(self.config.cue)
+        if hasattr(cache, "activate_past_recording"):  # sliding-window layers keep the states the cut restores
+            cache.activate_past_recording()
         out = self.model(
             input_ids=cue.expand(rows, -1),
             attention_mask=torch.cat([mask, mask.new_ones(rows, width)], dim=1),
