@@ -23,7 +23,7 @@ from selfknow.progress import token_progress
 from selfknow.prompts import Prompter
 from selfknow.vllm_engine import VllmAnswerer, is_vllm
 
-__all__ = ["AnswerConfig", "AnswerStats", "answer_records"]
+__all__ = ["AnswerConfig", "AnswerStats", "answer_once", "answer_records"]
 
 
 def answer_records(
@@ -75,3 +75,16 @@ def answer_records(
         journal.finish(order)
     state.wait_for_everyone()
     return read_records(output), runner.stats
+
+
+def answer_once(
+    model: PreTrainedModel, tokenizer, records: Sequence[Record], *, output: str | Path, **options
+) -> tuple[list[Record], AnswerStats]:
+    """:func:`answer_records`, unless ``output`` is already a finished answer file for exactly these records (a
+    stage that completed before), which is then read instead of recomputed."""
+    path = Path(output)
+    if path.exists():
+        done = read_records(path)
+        if [r.id for r in done] == [r.id for r in records]:
+            return done, AnswerStats()
+    return answer_records(model, tokenizer, records, output=output, **options)

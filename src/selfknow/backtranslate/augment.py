@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from selfknow.answer import answer_records
+from selfknow.answer import answer_once
 from selfknow.backtranslate.data import Segment
 from selfknow.backtranslate.prompts import backward_prompt
 from selfknow.backtranslate.tuning import truncate
@@ -66,7 +66,7 @@ def augment(
     config = AnswerConfig(
         max_new_tokens=max_new_tokens, stop=(), temperature=temperature, top_p=top_p, seed=seed, batch_size=32
     )
-    answered, stats = answer_records(model, tokenizer, records, config=config, output=journal, progress=progress)
+    answered, stats = answer_once(model, tokenizer, records, config=config, output=journal, progress=progress)
     by_id = {s.id: s for s in segments}
     candidates = [
         Candidate(r.id, (r.output or "").strip(), by_id[r.id].text, by_id[r.id].source, by_id[r.id].title)

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from selfknow.answer import answer_records
+from selfknow.answer import answer_once
 from selfknow.backtranslate.prompts import SCORE_CUE, parse_score, rating_parts
 from selfknow.data.records import Record, read_rows, write_rows
 from selfknow.engine import AnswerConfig, AnswerStats
@@ -81,7 +81,7 @@ def rate(
                               prompt=head + rest))  # fmt: skip
     cue, digits = score_cue(tokenizer, records[0].prompt or "")
     config = AnswerConfig(max_new_tokens=max_new_tokens, stop=(), cue=cue, cue_read=digits, batch_size=16)
-    answered, stats = answer_records(model, tokenizer, records, config=config, output=journal, progress=progress)
+    answered, stats = answer_once(model, tokenizer, records, config=config, output=journal, progress=progress)
     ratings = []
     for record in answered:
         expected, mass = expected_score(record.scores["cue_logprobs"])

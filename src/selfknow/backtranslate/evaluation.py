@@ -29,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from selfknow.answer import answer_records
+from selfknow.answer import answer_once
 from selfknow.backtranslate.augment import backward_records, prompt_records
 from selfknow.backtranslate.curate import curated_ids, rate
 from selfknow.backtranslate.data import LICENCES, Pair
@@ -187,7 +187,7 @@ def _generate(run: BacktranslateRun, adapter: str | None, records: list[Record],
         model, tokenizer = run.base()
     else:
         model, tokenizer = run.with_adapter(adapter)
-    answered, _ = answer_records(
+    answered, _ = answer_once(
         model, tokenizer, records, config=AnswerConfig(max_new_tokens=tokens, stop=(), batch_size=16),
         output=run.dir / "answers" / f"{name}.jsonl", progress=run.progress,
     )  # fmt: skip
@@ -207,7 +207,7 @@ def judge(run: BacktranslateRun, name: str, held: Sequence[Pair], ours: Sequence
                                   answer=choices[0], format="choice", choices=[c or "(empty)" for c in choices],
                                   answer_index=0))  # fmt: skip
     model, tokenizer = run.base()
-    answered, _ = answer_records(
+    answered, _ = answer_once(
         model, tokenizer, records, output=run.dir / "answers" / f"judge-{name}.jsonl", progress=run.progress
     )
     verdicts = {r.id: r.output for r in answered}
