@@ -1,0 +1,68 @@
+"""What gated retrieval could reach at 75% retrieval on a finished Self-RAG run, from its cached outputs only.
+
+At a retrieval rate of 75% the quarter of questions kept closed-book are answered from the model's memory, so
+accuracy = (closed-book hits among the skipped + retrieved hits) / n. This prints, for the test questions:
+the oracle gate (skip exactly the questions the base model knows), each real gate (the calibrated P(correct),
+p([Retrieval]), and a logistic combination of both fit on the validation questions), with the precision of
+its skipped quarter (how many of them the base model really answers), and the precision the 2-point target
+needs.
+
+    .venv/bin/python bench/rag_gate_bound.py runs/rag
+"""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+from selfknow.metrics import score_auroc
+from selfknow.rag.evaluation import outcome_arrays
+from selfknow.rag.infer import read_results
+from selfknow.rag.run import RagRun
+
+RATE = 0.75
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-6, 1 - 1e-6)
+    return np.log(p / (1 - p))
+
+
+def _features(a: dict[str, np.ndarray]) -> np.ndarray:
+    return np.c_[_logit(a["confidence"]), _logit(a["p_ret"])]
+
+
+def main(directory: str) -> None:
+    run = RagRun(directory, progress=False)
+    arrays = {s: outcome_arrays(read_results(run.results_path(s)), run._base(s)) for s in ("validation", "test")}
+    validation, test = arrays["validation"], arrays["test"]
+    known, retrieved = test["base"], test["topk"]
+    n = len(known)
+    skip = n - int(round(RATE * n))
+    target = retrieved.mean() - 0.02
+    # accuracy with a skipped set S: (Σ_S known + Σ_notS retrieved) / n; for the target, the skipped quarter's
+    # closed-book precision must be at least (target·n − Σ_notS retrieved) / |S|, taking Σ_notS ≈ (n − |S|)·mean.
+    needed = (target * n - (n - skip) * retrieved.mean()) / skip
+    combined = LogisticRegression().fit(_features(validation), validation["base"])
+    gates = {
+        "oracle (skips questions the base model knows)": known.astype(float) * 2 - retrieved.astype(float),
+        "calibrated P(correct)": test["confidence"],
+        "1 - p([Retrieval])": 1 - test["p_ret"],
+        "both, logistic fit on validation": combined.predict_proba(_features(test))[:, 1],
+    }
+    print(f"{n} test questions, base closed-book {known.mean():.3f}, always retrieving {retrieved.mean():.3f}")
+    print(f"target at {RATE:.0%} retrieval: ≥ {target:.3f}, i.e. skipped-quarter precision ≥ {needed:.2f}")
+    print("| gate | AUROC for closed-book hits | accuracy at 75% retrieval | precision of the skipped quarter |")
+    print("|---|---|---|---|")
+    for name, score in gates.items():
+        skipped = np.zeros(n, bool)
+        skipped[np.argsort(-score, kind="stable")[:skip]] = True
+        accuracy = np.where(skipped, known, retrieved).mean()
+        auroc = score_auroc(score, known.astype(int)) if "oracle" not in name else 1.0
+        print(f"| {name} | {auroc:.3f} | {accuracy:.3f} | {known[skipped].mean():.3f} |")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "runs/rag")
