@@ -51,3 +51,15 @@ def read_settings(path: str | Path, known: Iterable[str], kind: str) -> dict[str
     if unknown:
         raise SelfknowError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")
     return data
+
+
+def save_evaluation(directory: Path, summary: dict[str, Any], write_report: Callable[[Path, dict], Any]) -> None:
+    """Attach the run's ``training.json``, ``timings.json`` (and ``data.json``) to the summary, and write
+    ``evaluation/metrics.json`` and the report."""
+    for name in ("data.json", "training.json", "timings.json"):
+        if (directory / name).exists():
+            summary[name.removesuffix(".json")] = json.loads((directory / name).read_text())
+    out = directory / "evaluation"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    write_report(out, summary)

@@ -34,7 +34,7 @@ from selfknow.data.records import iter_jsonl, read_rows, write_rows
 from selfknow.data.splits import rng_for
 from selfknow.errors import DataError
 from selfknow.models import cache_dir
-from selfknow.rag.corpus import factbook_entries, read_text
+from selfknow.rag.corpus import factbook_entries, read_text, text_files
 
 
 @dataclass(frozen=True)
@@ -290,14 +290,7 @@ def user_segments(path: str | Path) -> list[Segment]:
     file's name, as in :func:`selfknow.rag.corpus.user_passages`."""
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".md") and p.is_file())
-        if not files:
-            raise DataError(f"{path}: no .txt or .md files")
-        return [
-            segment
-            for file in files
-            for segment in _file_segments(file, f"{path.name}/{file.relative_to(path).with_suffix('').as_posix()}")
-        ]
+        return [segment for file, prefix in text_files(path) for segment in _file_segments(file, prefix)]
     if path.suffix in (".txt", ".md") and path.is_file():
         return _file_segments(path, path.stem)
     if path.suffix != ".jsonl":

@@ -21,7 +21,6 @@ Every mean has a 95% bootstrap interval over the held-out pairs.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ from selfknow.data.records import Record
 from selfknow.data.splits import rng_for
 from selfknow.engine import AnswerConfig
 from selfknow.metrics import bootstrap_interval, score_auroc
+from selfknow.stages import save_evaluation
 
 if TYPE_CHECKING:
     from selfknow.backtranslate.run import BacktranslateRun
@@ -281,11 +281,5 @@ def evaluate_run(run: BacktranslateRun) -> dict[str, Any]:
     ]
     summary["data table"] = data_table(run)
     summary["config"] = dataclasses.asdict(config)
-    for name in ("data.json", "training.json", "timings.json"):
-        if (run.dir / name).exists():
-            summary[name.removesuffix(".json")] = json.loads((run.dir / name).read_text())
-    out = run.dir / "evaluation"
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-    write_backtranslate_report(out, summary)
+    save_evaluation(run.dir, summary, write_backtranslate_report)
     return summary

@@ -195,6 +195,15 @@ def _jsonl_documents(path: Path, words: int) -> list[Passage]:
     return passages
 
 
+def text_files(folder: Path) -> list[tuple[Path, str]]:
+    """The .txt and .md files under ``folder`` (recursively, sorted) with their id prefixes
+    ("notes/intro" for notes/intro.md), so ids stay the same when the folder is read again."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix in (".txt", ".md") and p.is_file())
+    if not files:
+        raise DataError(f"{folder}: no .txt or .md files")
+    return [(file, f"{folder.name}/{file.relative_to(folder).with_suffix('').as_posix()}") for file in files]
+
+
 def user_passages(path: str | Path, words: int = WORDS) -> list[Passage]:
     """Passages from a folder of .txt/.md files (searched recursively; title: the first markdown heading, else
     the file name), a single such file, or a .jsonl file with a ``text`` and optional ``title`` field per line.
@@ -206,14 +215,7 @@ def user_passages(path: str | Path, words: int = WORDS) -> list[Passage]:
     if not path.exists():
         raise DataError(f"{path}: no such file or folder")
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.suffix in (".txt", ".md") and p.is_file())
-        if not files:
-            raise DataError(f"{path}: no .txt or .md files")
-        return [
-            passage
-            for file in files
-            for passage in _document(file, f"{path.name}/{file.relative_to(path).with_suffix('').as_posix()}", words)
-        ]
+        return [passage for file, prefix in text_files(path) for passage in _document(file, prefix, words)]
     if path.suffix in (".txt", ".md"):
         return _document(path, path.stem, words)
     if path.suffix == ".jsonl":

@@ -41,7 +41,7 @@ from selfknow.rag.reflection import load_reflection_adapter, save_reflection_ada
 from selfknow.rag.report import write_rag_report
 from selfknow.rag.retrieval import METHODS, Index, recall_at_k
 from selfknow.rag.train import GeneratorConfig, train_generator
-from selfknow.stages import read_settings, run_stages, settled_config
+from selfknow.stages import read_settings, run_stages, save_evaluation, settled_config
 
 STAGES = ("index", "questions", "closed_book", "labels", "train", "answer", "evaluate")
 
@@ -244,13 +244,7 @@ class RagRun:
             for m in methods
         }
         summary["config"] = asdict(self.config)
-        for name in ("training.json", "timings.json"):
-            if (self.dir / name).exists():
-                summary[name.removesuffix(".json")] = json.loads((self.dir / name).read_text())
-        out = self.dir / "evaluation"
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
-        write_rag_report(out, summary)
+        save_evaluation(self.dir, summary, write_rag_report)
         return summary
 
 
