@@ -79,6 +79,10 @@ def test_curated_subsets_follow_the_paper_thresholds():
     ratings = [Rating("a", 5, 4.6, 1.0, ""), Rating("b", 4, 4.4, 1.0, ""), Rating("c", None, 3.6, 1.0, "")]
     assert curated_ids(ratings, "parsed", 5) == ["a"] and curated_ids(ratings, "parsed", 4) == ["a", "b"]
     assert curated_ids(ratings, "expected", 5) == ["a"] and curated_ids(ratings, "expected", 4) == ["a", "b", "c"]
+    many = [Rating(f"r{i:03d}", None, 1 + i / 100, 1.0, "") for i in range(200)]
+    top = curated_ids(many, "rank", 5)  # the paper's A_5 share (8.3%) of the best expected scores
+    assert len(top) == 17 and top == [f"r{i:03d}" for i in range(183, 200)]
+    assert len(curated_ids(many, "rank", 4)) == 78
     with pytest.raises(DataError):
         curated_ids(ratings, "mean", 5)
 

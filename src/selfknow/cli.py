@@ -568,9 +568,9 @@ def backtranslate(
     pool_limit: Annotated[int | None, typer.Option(help="Most unlabelled segments (a seeded sample).")] = None,
     backward_epochs: Annotated[float, typer.Option(help="Backward-model epochs.")] = 3.0,
     forward_epochs: Annotated[float, typer.Option(help="Forward-model epochs.")] = 2.0,
-    reading: Annotated[str, typer.Option(help="Curation reading that selects pairs: expected or parsed.")] = (
-        "expected"
-    ),
+    reading: Annotated[
+        str, typer.Option(help="Curation reading that selects pairs: expected, parsed, or rank (the paper's share).")
+    ] = "expected",
     k: Annotated[int, typer.Option(help="Keep pairs rated at least k: 5 (A_5) or 4 (A_4).")] = 5,
     iterations: Annotated[int, typer.Option(help="Self-curation iterations (M_1, M_2, ...).")] = 2,
     labelled: Annotated[int, typer.Option(help="Pairs in the curation test set (20% real positives).")] = 250,

@@ -9,7 +9,10 @@ read two ways from one prefill:
 
 The rubric, about 450 tokens shared by every pair, is computed once and its key/value cache reused for all
 pairs (the answering engine's shared-prefix batching). The curated subsets follow the paper: A_5 is a
-parsed 5 or an expected score of at least 4.5 (the paper's "score ≥ 4.5"); A_4 is ≥ 4 or ≥ 3.5.
+parsed 5 or an expected score of at least 4.5 (the paper's "score ≥ 4.5"); A_4 is ≥ 4 or ≥ 3.5. A small
+model's expected scores are compressed (the embedded model's span about 2.3-3.7), so the ``rank`` reading
+keeps the same share of candidates as the paper's A_k held of its pool (A_5: 41,821 of 502,133 = 8.3%;
+A_4: 195,043 = 38.8%), the best by expected score.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from selfknow.prompts import continuation_token
 
 DIGITS = "12345"
 THRESHOLDS = {"parsed": {5: 5.0, 4: 4.0}, "expected": {5: 4.5, 4: 3.5}}
+PAPER_SHARE = {5: 41_821 / 502_133, 4: 195_043 / 502_133}  # A_k^(2) of the paper's candidates (Table 2)
+READINGS = (*THRESHOLDS, "rank")
 
 
 @dataclass(frozen=True)
@@ -91,9 +96,13 @@ def rate(
 
 
 def curated_ids(ratings: Sequence[Rating], reading: str, k: int) -> list[str]:
-    """The ids in A_k under ``reading`` ("parsed" or "expected")."""
-    if reading not in THRESHOLDS or k not in THRESHOLDS[reading]:
-        raise DataError(f"curation reading must be parsed or expected and k 4 or 5, got {reading!r}, {k}")
+    """The ids in A_k under ``reading`` ("parsed", "expected" or "rank"), in the ratings' order."""
+    if reading not in READINGS or k not in PAPER_SHARE:
+        raise DataError(f"curation reading must be one of {', '.join(READINGS)} and k 4 or 5, got {reading!r}, {k}")
+    if reading == "rank":
+        best = sorted(ratings, key=lambda r: (-r.expected, r.id))[: round(PAPER_SHARE[k] * len(ratings))]
+        keep = {r.id for r in best}
+        return [r.id for r in ratings if r.id in keep]
     cut = THRESHOLDS[reading][k]
     value = (lambda r: r.parsed) if reading == "parsed" else (lambda r: r.expected)
     return [r.id for r in ratings if value(r) is not None and value(r) >= cut]

@@ -30,7 +30,7 @@ import numpy as np
 
 from selfknow.answer import answer_once
 from selfknow.backtranslate.augment import backward_records, prompt_records
-from selfknow.backtranslate.curate import curated_ids, rate
+from selfknow.backtranslate.curate import READINGS, curated_ids, rate
 from selfknow.backtranslate.data import LICENCES, Pair
 from selfknow.backtranslate.prompts import ASSISTANT_TAG, WEB_TAG, forward_prompt
 from selfknow.backtranslate.report import write_backtranslate_report
@@ -126,7 +126,7 @@ def curation_scores(ratings, good: dict[str, bool], bootstrap: int, seed: int) -
     expected = np.array([by_id[i].expected for i in ids])
     parsed = np.array([by_id[i].parsed if by_id[i].parsed is not None else 0 for i in ids], dtype=float)
     out: dict[str, Any] = {"pairs": len(ids), "positives": int(labels.sum())}
-    for reading in ("expected", "parsed"):
+    for reading in READINGS:
         chosen = set(curated_ids([by_id[i] for i in ids], reading, 5))
         picked = np.array([i in chosen for i in ids])
         tp = int((picked & labels).sum())
@@ -173,6 +173,7 @@ def data_table(run: BacktranslateRun) -> dict[str, Any]:
             "A_4 (expected)": len(curated_ids(ratings, "expected", 4)),
             "A_5 (parsed)": len(curated_ids(ratings, "parsed", 5)),
             "A_4 (parsed)": len(curated_ids(ratings, "parsed", 4)),
+            "A_5 (rank)": len(curated_ids(ratings, "rank", 5)),
             "curated (used)": {
                 "instruction": _lengths([c.instruction for c in curated]),
                 "output": _lengths([c.output for c in curated]),

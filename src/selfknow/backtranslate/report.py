@@ -27,9 +27,10 @@ def _curation(summary: dict[str, Any]) -> list[str]:
     for rater, row in curation.items():
         if not rater.startswith("M_"):
             continue
-        for reading in ("expected", "parsed"):
+        for reading in ("expected", "parsed", "rank"):
             r = row[reading]
-            cells = [rater, reading, r["selected"], number(r["precision"]), number(r["recall"]), ci(r["auroc"]),
+            auroc = ci(r["auroc"]) if "auroc" in r else "as expected"
+            cells = [rater, reading, r["selected"], number(r["precision"]), number(r["recall"]), auroc,
                      number(row["valid parsed scores"])]  # fmt: skip
             lines.append("| " + " | ".join(map(str, cells)) + " |")
     for rater, (precision, recall) in curation["paper (precision, recall)"].items():

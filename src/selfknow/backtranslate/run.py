@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from selfknow.backtranslate.augment import Candidate, augment, read_candidates, write_candidates
-from selfknow.backtranslate.curate import Rating, curated_ids, rate, read_ratings, write_ratings
+from selfknow.backtranslate.curate import READINGS, Rating, curated_ids, rate, read_ratings, write_ratings
 from selfknow.backtranslate.data import (
     LICENCES,
     Pair,
@@ -74,7 +74,7 @@ class BacktranslateConfig:
     top_p: float = 0.9
     instruction_tokens: int = 64
     rating_tokens: int = 64
-    reading: str = "expected"  # the curation reading that selects pairs: expected or parsed
+    reading: str = "expected"  # the curation reading that selects pairs: expected, parsed or rank
     k: int = 5  # A_5 or A_4
     iterations: int = 2
     answer_tokens: int = 192  # forward models' answers in the evaluation
@@ -89,8 +89,8 @@ class BacktranslateConfig:
         for source in self.pool_sources:
             if source not in POOL_SOURCES and not source.startswith("user:"):
                 raise SelfknowError(f"unknown pool source '{source}'; {', '.join(POOL_SOURCES)} or user:<path>")
-        if self.reading not in ("expected", "parsed") or self.k not in (4, 5):
-            raise SelfknowError("reading must be expected or parsed, and k 4 or 5")
+        if self.reading not in READINGS or self.k not in (4, 5):
+            raise SelfknowError(f"reading must be one of {', '.join(READINGS)}, and k 4 or 5")
         if self.iterations < 1:
             raise SelfknowError("iterations must be at least 1")
 
