@@ -250,7 +250,7 @@ def test_backtranslate_cli_runs_every_stage_and_resumes(tiny_llama_dir, tmp_path
     for scores in metrics["backward"].values():
         assert 0 <= scores["rouge_l"]["value"] <= 1 and 0 <= scores["top1_retrieval"]["value"] <= 1
     assert metrics["curation"]["kinds"] == {"held-out pair": 5, "shuffled": 7, "truncated": 7, "boilerplate": 6}
-    assert {"M_0", "M_1"} <= set(metrics["curation"])
+    assert {"M_0", "M_1", "controls (AUROC)"} <= set(metrics["curation"])
     assert 1 <= metrics["curation"]["M_0"]["expected"]["auroc"]["value"] + 1 <= 2
     assert "win rate vs seed only (judge)" in metrics["forward"]["seed + curated (M_2)"]
     assert set(metrics["timings"]) >= {"backward", "augment", "curate-1", "curate-2", "train"}

@@ -118,8 +118,22 @@ def labelled_pairs(
     return rows
 
 
+def curation_controls(labelled: Sequence[tuple[str, str, str, bool, str]], bootstrap: int, seed: int) -> dict:
+    """What scores with no model judgement reach on the same labelled set (AUROC): the answer's length, and the
+    MiniLM cosine similarity of instruction and answer (a relevance check)."""
+    labels = np.array([row[3] for row in labelled])
+    similarity = np.sum(_embed([row[1] for row in labelled]) * _embed([row[2] for row in labelled]), axis=1)
+    controls = {"answer length (characters)": np.array([len(row[2]) for row in labelled], dtype=float),
+                "MiniLM similarity of instruction and answer": similarity}  # fmt: skip
+    out = {}
+    for name, score in controls.items():
+        low, high = bootstrap_interval(score_auroc, score, labels, n=bootstrap, seed=seed)
+        out[name] = {"value": score_auroc(score, labels), "low": low, "high": high}
+    return out
+
+
 def curation_scores(ratings, good: dict[str, bool], bootstrap: int, seed: int) -> dict[str, Any]:
-    """Precision/recall of A_5 under both readings, AUROC of both, against the labels."""
+    """Precision/recall of A_5 under every reading, AUROC of the expected and parsed scores, against the labels."""
     by_id = {r.id: r for r in ratings}
     ids = list(good)
     labels = np.array([good[i] for i in ids])
@@ -252,6 +266,7 @@ def evaluate_run(run: BacktranslateRun) -> dict[str, Any]:
         )  # fmt: skip
         run._release(model)
         summary["curation"][f"M_{t}"] = curation_scores(ratings, good, b, s)
+    summary["curation"]["controls (AUROC)"] = curation_controls(labelled, b, s)
     summary["curation"]["paper (precision, recall)"] = PAPER_CURATION
 
     final = f"forward-{config.iterations}"
@@ -276,6 +291,8 @@ def evaluate_run(run: BacktranslateRun) -> dict[str, Any]:
             wins = judge(run, (systems[name][0] or "base"), held, texts, answers["seed only (M_0)"])
             forward[name]["win rate vs seed only (judge)"] = _mean(wins, b, s)
             forward[name]["judge self-agreement"] = float(np.mean(wins != 0.5))
+    control = text_scores(references[1:] + references[:1], references, b, s)  # a right-sounding answer, wrong question
+    forward["control: another held-out pair's human answer"] = {k: control[k] for k in ("rouge_l", "minilm_cosine")}
     summary["forward"] = forward
     summary["forward examples"] = [
         {"instruction": held[i].instruction, **{n: a[i] for n, a in answers.items()}} for i in range(min(3, len(held)))

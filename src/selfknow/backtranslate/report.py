@@ -33,6 +33,8 @@ def _curation(summary: dict[str, Any]) -> list[str]:
             cells = [rater, reading, r["selected"], number(r["precision"]), number(r["recall"]), auroc,
                      number(row["valid parsed scores"])]  # fmt: skip
             lines.append("| " + " | ".join(map(str, cells)) + " |")
+    for name, auroc in curation.get("controls (AUROC)", {}).items():
+        lines.append(f"| control: {name} | — | — | — | — | {ci(auroc)} | — |")
     for rater, (precision, recall) in curation["paper (precision, recall)"].items():
         lines.append(f"| paper (LLaMA 7B data): {rater} | parsed | — | {precision:.2f} | {recall:.2f} | — | — |")
     return lines
