@@ -61,9 +61,7 @@ def write_backtranslate_report(directory: Path, summary: dict[str, Any]) -> Path
         "## Forward models on held-out instructions",
         *_forward(summary),
         "## Data",
-        "```json",
-        json.dumps(summary["data table"], indent=1),
-        "```",
+        "```json\n" + json.dumps(summary["data table"], indent=1) + "\n```",
     ]
     path = directory / "report.md"
     path.write_text(_join(parts))
