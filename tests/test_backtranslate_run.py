@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 from selfknow.backtranslate.augment import augment
 from selfknow.backtranslate.curate import Rating, curated_ids, expected_score, score_cue
 from selfknow.backtranslate.data import Pair, Segment
-from selfknow.backtranslate.evaluation import first_sentence, labelled_pairs
+from selfknow.backtranslate.evaluation import first_question, first_sentence, labelled_pairs
 from selfknow.backtranslate.prompts import RUBRIC, backward_prompt, parse_score, rating_parts
 from selfknow.backtranslate.run import BacktranslateConfig, BacktranslateRun
 from selfknow.backtranslate.tuning import Example, backward_rows, forward_rows
@@ -179,9 +179,12 @@ def test_labelled_set_has_a_fifth_positives_and_three_kinds_of_negatives():
     assert len({r[0] for r in rows}) == 50
 
 
-def test_first_sentence_baseline():
+def test_first_sentence_and_first_question_baselines():
     assert first_sentence("Use sorted(). It returns a list.") == "Use sorted()."
     assert first_sentence("One line\nanother") == "One line"
+    reply = "The most likely question to which the text would be a great answer is:\n\nHow do I sort a list? Then"
+    assert first_question(reply) == "How do I sort a list?"
+    assert first_question("No question here.") == "No question here."
 
 
 def test_config_refuses_unknown_sources():
@@ -246,7 +249,12 @@ def test_backtranslate_cli_runs_every_stage_and_resumes(tiny_llama_dir, tmp_path
         assert (run / "adapters" / name / "adapter_config.json").exists(), name
     assert len((run / "augmented.jsonl").read_text().splitlines()) <= 6
     metrics = json.loads((run / "evaluation" / "metrics.json").read_text())
-    assert set(metrics["backward"]) == {"backward model", "base model, zero-shot", "first sentence of the answer"}
+    assert set(metrics["backward"]) == {
+        "backward model",
+        "base model, zero-shot",
+        "base model, zero-shot, its first question only",
+        "first sentence of the answer",
+    }
     for scores in metrics["backward"].values():
         assert 0 <= scores["rouge_l"]["value"] <= 1 and 0 <= scores["top1_retrieval"]["value"] <= 1
     assert metrics["curation"]["kinds"] == {"held-out pair": 5, "shuffled": 7, "truncated": 7, "boilerplate": 6}

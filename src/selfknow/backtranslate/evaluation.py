@@ -94,6 +94,15 @@ def first_sentence(text: str) -> str:
     return re.split(r"(?<=[.!?])\s|\n", text.strip(), maxsplit=1)[0].strip()
 
 
+def first_question(text: str) -> str:
+    """The first sentence ending in "?" of a reply, else the reply: the zero-shot baseline without the preamble
+    ("The most likely question ... is:") that an instruction-tuned model puts before its answer."""
+    for sentence in re.split(r"(?<=[.!?:])\s+|\n", text):
+        if sentence.strip().endswith("?"):
+            return sentence.strip()
+    return text.strip()
+
+
 def labelled_pairs(
     held: Sequence[Pair], size: int, boilerplate: Sequence[str], seed: int
 ) -> list[tuple[str, str, str, bool, str]]:
@@ -249,6 +258,9 @@ def evaluate_run(run: BacktranslateRun) -> dict[str, Any]:
         "base model, zero-shot": _generate(run, None, backward, "eval-backward-base", config.instruction_tokens),
         "first sentence of the answer": [first_sentence(p.output) for p in held],
     }
+    written["base model, zero-shot, its first question only"] = [
+        first_question(text) for text in written["base model, zero-shot"]
+    ]
     summary["backward"] = {name: text_scores(texts, truths, b, s) for name, texts in written.items()}
     summary["backward examples"] = [
         {"true": truths[i], **{name: texts[i] for name, texts in written.items()}} for i in range(min(5, len(held)))
