@@ -93,6 +93,8 @@ class BacktranslateConfig:
             raise SelfknowError(f"reading must be one of {', '.join(READINGS)}, and k 4 or 5")
         if self.iterations < 1:
             raise SelfknowError("iterations must be at least 1")
+        if self.held_out < 2:
+            raise SelfknowError("held_out must be at least 2: the evaluation is made on the held-out pairs")
 
     @classmethod
     def from_file(cls, path: Path) -> BacktranslateConfig:
