@@ -270,3 +270,22 @@ def test_backtranslate_cli_runs_every_stage_and_resumes(tiny_llama_dir, tmp_path
     assert {p: p.stat().st_mtime for p in before} == before  # every stage was done: nothing recomputed
     with pytest.raises(SelfknowError, match="other settings"):
         BacktranslateRun(run, BacktranslateConfig(model=str(tiny_llama_dir)))
+
+
+def test_answer_once_reads_a_finished_file_instead_of_recomputing(tiny_llama_dir, tmp_path, monkeypatch):
+    import selfknow.answer as answer_module
+
+    model, tokenizer = load_model(str(tiny_llama_dir))
+    records = [r for r, _, _ in _rows(tokenizer, ["First prompt:", "Second prompt:"])]
+    output = tmp_path / "answers.jsonl"
+    config = AnswerConfig(max_new_tokens=3, stop=())
+    first, _ = answer_module.answer_once(model, tokenizer, records, output=output, config=config, progress=False)
+
+    def fail(*args, **kwargs):
+        raise AssertionError("recomputed a finished answer file")
+
+    monkeypatch.setattr(answer_module, "answer_records", fail)
+    again, stats = answer_module.answer_once(model, tokenizer, records, output=output, config=config)
+    assert [r.output for r in again] == [r.output for r in first] and stats.records == 0
+    with pytest.raises(AssertionError, match="recomputed"):  # other records: the file does not answer them
+        answer_module.answer_once(model, tokenizer, records[:1], output=output, config=config)
