@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from selfknow.data.builtin.countries import _country_name, _plain, _text, with_article
+from selfknow.data.builtin.countries import country_name, plain_text, profile_text, with_article
 from selfknow.data.builtin.facts import package_dir
 from selfknow.data.records import iter_jsonl, read_rows, write_rows
 from selfknow.errors import DataError
@@ -83,18 +83,18 @@ def _country_facts(data: dict[str, Any], region: str, name: str) -> list[str]:
     rates = data.get("Economy", {}).get("Exchange rates") or {}
     people = data.get("People and Society", {})
     entries = [
-        ("The capital of {} is {}", _text(government, "Capital", "name")),
-        ("The currency of {}, in the Factbook's exchange rates, is {}", _text(rates, "Currency")),
-        ("Exchange rates for {}: {}", None if _text(rates, "Currency") else rates.get("text")),
-        ("The nationality adjective for people from {} is {}", _text(people, "Nationality", "adjective")),
-        ("The nationality noun for people from {} is {}", _text(people, "Nationality", "noun")),
-        ("The internet country code of {} is {}", _text(data, "Communications", "Internet country code")),
-        ("The highest point of {} is {}", _text(data, "Geography", "Elevation", "highest point")),
-        ("Location of {}: {}", _text(data, "Geography", "Location")),
+        ("The capital of {} is {}", profile_text(government, "Capital", "name")),
+        ("The currency of {}, in the Factbook's exchange rates, is {}", profile_text(rates, "Currency")),
+        ("Exchange rates for {}: {}", None if profile_text(rates, "Currency") else rates.get("text")),
+        ("The nationality adjective for people from {} is {}", profile_text(people, "Nationality", "adjective")),
+        ("The nationality noun for people from {} is {}", profile_text(people, "Nationality", "noun")),
+        ("The internet country code of {} is {}", profile_text(data, "Communications", "Internet country code")),
+        ("The highest point of {} is {}", profile_text(data, "Geography", "Elevation", "highest point")),
+        ("Location of {}: {}", profile_text(data, "Geography", "Location")),
     ]
     out = [f"The World Factbook places {the} in its {_REGIONS[region]} region."] if region in _REGIONS else []
     for template, raw in entries:
-        value = re.sub(r"^note:\s*|\s+-$", "", _plain(_BREAK.sub("; ", raw))) if raw else ""
+        value = re.sub(r"^note:\s*|\s+-$", "", plain_text(_BREAK.sub("; ", raw))) if raw else ""
         if value and value.casefold() not in ("none", "na"):
             out.append(_sentence(template.format(the, value)))
     return out
@@ -115,10 +115,11 @@ def factbook_entries() -> list[FactbookEntry]:
     entries = []
     for path in sorted(root.glob("*/*.json"), key=lambda p: p.stem):
         data = json.loads(path.read_text(encoding="utf-8"))
-        name = _country_name(path.stem, data.get("Government", {}))
+        name = country_name(path.stem, data.get("Government", {}))
         if name is not None:
-            essay = _BREAK.split(_text(data, "Introduction", "Background") or "")
-            entries.append(FactbookEntry(path.stem, path.parent.name, name, data, [p for p in map(_plain, essay) if p]))
+            essay = _BREAK.split(profile_text(data, "Introduction", "Background") or "")
+            paragraphs = [p for p in map(plain_text, essay) if p]
+            entries.append(FactbookEntry(path.stem, path.parent.name, name, data, paragraphs))
     return entries
 
 

@@ -81,7 +81,7 @@ _PAREN = re.compile(r"\s*\(([^()]*)\)")
 _PROPER_NAME = re.compile(r"(?:aka )?([A-Z][\w'.-]*(?: (?:[A-Z][\w'.-]*|of|de|la))*)")
 
 
-def _plain(text: str) -> str:
+def plain_text(text: str) -> str:
     """Factbook text without HTML entities, tags and doubled spaces."""
     text = re.sub(r"<[^>]+>", " ", html.unescape(text)).replace("\xa0", " ")
     return re.sub(r"\s+", " ", text).strip()
@@ -96,7 +96,7 @@ def clean_capital(text: str) -> tuple[str, tuple[str, ...]] | None:
     are parts that start in lower case (``note - ...``, ``no official capital``).
     """
     names: list[str] = []
-    for part in re.split(r";|(?<=\)),", _plain(text)):
+    for part in re.split(r";|(?<=\)),", plain_text(text)):
         part = part.strip()
         if not part[:1].isupper():
             continue
@@ -121,7 +121,7 @@ def clean_currency(text: str) -> tuple[str, tuple[str, ...]] | None:
     Factbook's French name and "CFA franc" as aliases. Territories whose entry only says that the US
     dollar or the euro is used get that currency.
     """
-    text = _plain(text)
+    text = plain_text(text)
     entry = re.match(r"(.+?) per US dollar(?: -| \(|$)", text)
     if entry is None:  # "the US dollar is used", "uses the euro", or the US's own table of rates
         used = re.search(r"\b(US dollar|euro)\b", text)
@@ -162,7 +162,7 @@ def _forms(text: str) -> list[tuple[str, str | None]]:
     Taiwanese)"`` and ``"Micronesian; Chuukese, Kosraen(s), ..."`` each give their names, one per form;
     "Kenyan(s)" gives (Kenyan, Kenyans) and "Frenchman(men)" (Frenchman, Frenchmen).
     """
-    text = re.split(r";\s*note\b", _plain(text))[0]
+    text = re.split(r";\s*note\b", plain_text(text))[0]
     forms: list[tuple[str, str | None]] = []
     for part in re.split(r"\s*(?:;|,|\bor\b)\s*", re.sub(r"\(or ([^()]*)\)", r" or \1", text)):
         form = _PAREN.sub("", part).strip()
@@ -198,7 +198,7 @@ def clean_internet_code(text: str) -> tuple[str, tuple[str, ...]] | None:
     France's entry lists its overseas departments ("metropolitan France - .fr; French Guiana - .gf; ...")
     and gives its first code. Codes that are English words (.it, .in, .us, .no) give None: see _WORD_CODES.
     """
-    found = re.search(r"\.([a-z]{2})\b", _plain(text))
+    found = re.search(r"\.([a-z]{2})\b", plain_text(text))
     if found is None or found.group(1) in _WORD_CODES:
         return None
     return found.group(), (found.group(1),)
@@ -240,7 +240,7 @@ def clean_highest_point(code: str, text: str, name: str) -> tuple[str, tuple[str
     """
     if code in _PEAK_FIX:
         return _PEAK_FIX[code]
-    text = _plain(re.split(r"<br>", text)[0])
+    text = plain_text(re.split(r"<br>", text)[0])
     names = [inner.strip() for inner in _PAREN.findall(text) if _PEAK_ALIAS.fullmatch(inner.strip())]
     head = re.sub(r",?\s+[\d,]+(?:\s*m)?(?:\s.*)?$", "", _PAREN.sub("", text).split(";")[0]).strip()
     peak, _, base = head.partition(" on ")
@@ -284,18 +284,20 @@ class Country:
     highest_point: Gold | None = None
 
 
-def _text(data: dict[str, Any], *keys: str) -> str | None:
+def profile_text(data: dict[str, Any], *keys: str) -> str | None:
+    """The ``text`` of a Factbook field found by its path of keys ("Government", "Capital", "name"), or None."""
     for key in keys:
         data = data.get(key) if isinstance(data, dict) else None
     return data.get("text") if isinstance(data, dict) else None
 
 
-def _country_name(code: str, government: dict[str, Any]) -> str | None:
+def country_name(code: str, government: dict[str, Any]) -> str | None:
+    """The entry's conventional short name (the long form where there is none); None for the EU and the World."""
     names = government.get("Country name", {})
-    name = _text(names, "conventional short form")
+    name = profile_text(names, "conventional short form")
     if name in (None, "none"):
-        name = _text(names, "conventional long form")
-    return _NAME_FIX.get(code) or (re.sub(r"\s*\([^()]*\)$", "", _plain(name)) if name else None)
+        name = profile_text(names, "conventional long form")
+    return _NAME_FIX.get(code) or (re.sub(r"\s*\([^()]*\)$", "", plain_text(name)) if name else None)
 
 
 @lru_cache(maxsize=1)
@@ -307,24 +309,24 @@ def countries() -> tuple[Country, ...]:
         code, region = path.stem, path.parent.name
         data = json.loads(path.read_text(encoding="utf-8"))
         government = data.get("Government", {})
-        name = _country_name(code, government)
-        capital = _text(government, "Capital", "name")
+        name = country_name(code, government)
+        capital = profile_text(government, "Capital", "name")
         rates = data.get("Economy", {}).get("Exchange rates") or {}
-        currency = _text(rates, "Currency") or rates.get("text")
+        currency = profile_text(rates, "Currency") or rates.get("text")
         capital_gold = clean_capital(capital) if capital else None
         currency_gold = clean_currency(currency) if currency else None
         continent = _CONTINENT_FIX.get(code) or _CONTINENT.get(region)
         if code in _NOT_COUNTRIES or not (name and capital_gold and currency_gold and continent):
             continue
         other = (_ALSO_ON[code],) if code in _ALSO_ON else ()
-        population = re.match(r"[\d,]+", _text(data, "People and Society", "Population", "total") or "")
+        population = re.match(r"[\d,]+", profile_text(data, "People and Society", "Population", "total") or "")
         people = data.get("People and Society", {})
-        adjective, noun = (_text(people, "Nationality", part) or "" for part in ("adjective", "noun"))
+        adjective, noun = (profile_text(people, "Nationality", part) or "" for part in ("adjective", "noun"))
         nationality = clean_nationality(adjective, noun, name)
         if nationality is not None:
             nationality = (nationality[0], nationality[1] + _EXTRA_ALIASES.get(("nationality", code), ()))
-        internet = _text(data, "Communications", "Internet country code")
-        peak = _text(data, "Geography", "Elevation", "highest point")
+        internet = profile_text(data, "Communications", "Internet country code")
+        peak = profile_text(data, "Geography", "Elevation", "highest point")
         out.append(
             Country(
                 code=code,
