@@ -36,7 +36,7 @@ def _features(a: dict[str, np.ndarray]) -> np.ndarray:
 
 def main(directory: str) -> None:
     run = RagRun(directory, progress=False)
-    arrays = {s: outcome_arrays(read_results(run.results_path(s)), run._base(s)) for s in ("validation", "test")}
+    arrays = {s: outcome_arrays(read_results(run.results_path(s)), run.base_answers(s)) for s in ("validation", "test")}
     validation, test = arrays["validation"], arrays["test"]
     known, retrieved = test["base"], test["topk"]
     n = len(known)

@@ -215,18 +215,18 @@ class RagRun:
 
     # ------------------------------------------------------------------------------------- evaluation
 
-    def _base(self, split: str) -> dict[str, dict]:
+    def base_answers(self, split: str) -> dict[str, dict]:
         """The base model's closed-book answers of a split: graded, with the gating confidence."""
         scored = read_records(self.calibration.scores(split))
         return {r.id: {"correct": bool(r.correct), "confidence": r.confidences[self.config.confidence]} for r in scored}
 
     def evaluate(self) -> dict[str, Any]:
         rows = read_results(self.results_path("test"))
-        base = self._base("test")
+        base = self.base_answers("test")
         chosen = None
         if self.results_path("validation").exists():
             chosen = choose_thresholds(
-                outcome_arrays(read_results(self.results_path("validation")), self._base("validation"))
+                outcome_arrays(read_results(self.results_path("validation")), self.base_answers("validation"))
             )
         test = self.records("test")
         records = {r.id: r for r in test}
