@@ -10,8 +10,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from selfknow.backtranslate.augment import augment
-from selfknow.backtranslate.curate import Rating, curated_ids, expected_score, score_cue
+from selfknow.backtranslate.augment import Candidate, augment, write_candidates
+from selfknow.backtranslate.curate import Rating, curated_ids, expected_score, score_cue, write_ratings
 from selfknow.backtranslate.data import Pair, Segment
 from selfknow.backtranslate.evaluation import first_question, first_sentence, labelled_pairs
 from selfknow.backtranslate.prompts import RUBRIC, backward_prompt, parse_score, rating_parts
@@ -192,6 +192,22 @@ def test_config_refuses_unknown_sources():
         BacktranslateConfig(seed_sources=["wikipedia"])
     with pytest.raises(SelfknowError, match="reading"):
         BacktranslateConfig(reading="mean")
+    with pytest.raises(SelfknowError, match="uncurated"):
+        BacktranslateConfig(uncurated="half")
+
+
+@pytest.mark.parametrize(("uncurated", "size"), [("matched", 8), ("all", 100)])
+def test_uncurated_control_is_a_seeded_sample_as_large_as_the_curated_set(tmp_path, uncurated, size):
+    run = BacktranslateRun(tmp_path, BacktranslateConfig(reading="rank", uncurated=uncurated), progress=False)
+    candidates = [Candidate(f"s{i}", f"Question {i}?", f"Answer {i}.", "factbook") for i in range(100)]
+    write_candidates(tmp_path / "augmented.jsonl", candidates)
+    ratings = [Rating(c.id, None, 1 + (i % 40) / 10, 0.5, "") for i, c in enumerate(candidates)]
+    write_ratings(tmp_path / "ratings-2.jsonl", ratings)
+    chosen = [c.id for c in run.uncurated()]
+    assert len(chosen) == len(set(chosen)) == size == (len(run.curated(2)) if uncurated == "matched" else 100)
+    assert chosen == [c.id for c in run.uncurated()]  # seeded: the same sample on a rerun
+    if uncurated == "matched":
+        assert set(chosen) != {c.id for c in run.curated(2)}  # chosen without the ratings
 
 
 def _user_data(tmp_path):

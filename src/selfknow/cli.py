@@ -573,6 +573,9 @@ def backtranslate(
     ] = "expected",
     k: Annotated[int, typer.Option(help="Keep pairs rated at least k: 5 (A_5) or 4 (A_4).")] = 5,
     iterations: Annotated[int, typer.Option(help="Self-curation iterations (M_1, M_2, ...).")] = 2,
+    uncurated: Annotated[
+        str, typer.Option(help="Control's candidates: matched (random, as many as the curated set) or all.")
+    ] = "matched",
     labelled: Annotated[int, typer.Option(help="Pairs in the curation test set (20% real positives).")] = 250,
     stages: Annotated[str, typer.Option(help="Comma-separated stages to run.")] = (
         "data,backward,augment,curate,train,evaluate"
@@ -596,6 +599,7 @@ def backtranslate(
         reading=reading,
         k=k,
         iterations=iterations,
+        uncurated=uncurated,
         labelled=labelled,
         seed=seed,
         bootstrap=bootstrap,

@@ -8,7 +8,7 @@ Layout::
     <run>/seed.jsonl, heldout.jsonl   seed pairs for training, and the pairs held out before anything else
     <run>/pool.jsonl, data.json       unlabelled segments after the filters; counts, filter reasons, licences
     <run>/adapters/<name>/            PEFT adapters: backward, forward-0 (seed only), forward-1, forward-2
-                                      (seed + curated), forward-uncurated (seed + every candidate)
+                                      (seed + curated), forward-uncurated (seed + uncurated candidates)
     <run>/augmented.jsonl             one candidate instruction per segment
     <run>/ratings-<t>.jsonl           candidates rated by forward-<t-1>, parsed and expected readings
     <run>/answers/                    resumable generation journals of every stage
@@ -58,6 +58,7 @@ from selfknow.stages import read_settings, run_stages, settled_config
 STAGES = ("data", "backward", "augment", "curate", "train", "evaluate")
 SEED_SOURCES = ("python-faq", "debian-faq")
 POOL_SOURCES = ("python-docs", "factbook")
+UNCURATED = ("matched", "all")
 
 
 @dataclass
@@ -77,6 +78,7 @@ class BacktranslateConfig:
     reading: str = "expected"  # the curation reading that selects pairs: expected, parsed or rank
     k: int = 5  # A_5 or A_4
     iterations: int = 2
+    uncurated: str = "matched"  # the control's candidates: a random sample as large as A^(T), or "all"
     answer_tokens: int = 192  # forward models' answers in the evaluation
     labelled: int = 250  # pairs in the curation test set (20% real positives)
     seed: int = 0
@@ -91,6 +93,8 @@ class BacktranslateConfig:
                 raise SelfknowError(f"unknown pool source '{source}'; {', '.join(POOL_SOURCES)} or user:<path>")
         if self.reading not in READINGS or self.k not in (4, 5):
             raise SelfknowError(f"reading must be one of {', '.join(READINGS)}, and k 4 or 5")
+        if self.uncurated not in UNCURATED:
+            raise SelfknowError(f"uncurated must be one of {', '.join(UNCURATED)}")
         if self.iterations < 1:
             raise SelfknowError("iterations must be at least 1")
         if self.held_out < 2:
@@ -287,15 +291,25 @@ class BacktranslateRun:
             self._record("training.json", f"rating-{t}", _stats(stats))
             self._timed(f"curate-{t}", start)
 
+    def uncurated(self) -> list[Candidate]:
+        """The control's candidates, chosen without ratings: a seeded random sample as large as A^(T), so that
+        it differs from the curated model in how its pairs were chosen and not in how many (the paper's
+        curated/uncurated comparison at equal size), or every candidate."""
+        candidates = self.candidates()
+        if self.config.uncurated == "all":
+            return candidates
+        size = len(self.curated(self.config.iterations))
+        return sorted(candidates, key=lambda c: rng_for(self.config.seed, "uncurated", c.id).random())[:size]
+
     def train(self) -> None:
-        """The final model (seed + A^(T)) and the control trained on seed + every candidate, uncurated."""
+        """The final model (seed + A^(T)) and the control trained on seed + uncurated candidates."""
         final = self.config.iterations
         names = (f"forward-{final}", "forward-uncurated")
         if all((self.adapter(n) / "adapter_config.json").exists() for n in names):
             return
         start = time.perf_counter()
         self._train_forward(f"forward-{final}", self.curated(final))
-        self._train_forward("forward-uncurated", self.candidates())
+        self._train_forward("forward-uncurated", self.uncurated())
         self._timed("train", start)
 
     def evaluate(self) -> dict[str, Any]:
