@@ -276,7 +276,10 @@ def test_backtranslate_cli_runs_every_stage_and_resumes(tiny_llama_dir, tmp_path
     assert metrics["curation"]["kinds"] == {"held-out pair": 5, "shuffled": 7, "truncated": 7, "boilerplate": 6}
     assert {"M_0", "M_1", "controls (AUROC)"} <= set(metrics["curation"])
     assert 1 <= metrics["curation"]["M_0"]["expected"]["auroc"]["value"] + 1 <= 2
-    assert "win rate vs seed only (judge)" in metrics["forward"]["seed + curated (M_2)"]
+    curated = metrics["forward"]["seed + curated (M_2)"]
+    assert "win rate vs seed only (judge)" in curated and -1 <= curated["rouge_l minus seed only"]["value"] <= 1
+    difference = metrics["curated minus uncurated (ROUGE-L, paired)"]
+    assert difference["low"] <= difference["value"] <= difference["high"]
     assert set(metrics["timings"]) >= {"backward", "augment", "curate-1", "curate-2", "train"}
     assert "## Self-curation on the labelled set" in (run / "evaluation" / "report.md").read_text()
 

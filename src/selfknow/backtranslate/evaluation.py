@@ -12,7 +12,8 @@ was trained (spec §9.4 and the issue's report):
 - **forward models**: base, seed only (M_0), seed + curated (M_T) and seed + uncurated, answering the
   held-out instructions; ROUGE-L and MiniLM similarity to the human answer, and a local judge (the base
   model) choosing between each model's answer and M_0's in both orders: a win needs both orders, a
-  disagreement is a tie (its rate is the judge's self-inconsistency);
+  disagreement is a tie (its rate is the judge's self-inconsistency); ROUGE-L differences are paired (the
+  same held-out pairs resampled for both models), curated minus uncurated among them;
 - **data table**: valid parsed scores, score histograms, curated sizes, length statistics (chars).
 
 Every mean has a 95% bootstrap interval over the held-out pairs.
@@ -296,16 +297,20 @@ def evaluate_run(run: BacktranslateRun) -> dict[str, Any]:
         slug = adapter or "base"
         answers[name] = _generate(run, adapter, records, f"eval-answers-{slug}", config.answer_tokens)
     forward: dict[str, Any] = {}
+    per_pair = {name: rouge_l(texts, references) for name, texts in answers.items()}
     for name, texts in answers.items():
         scores = text_scores(texts, references, b, s)
         forward[name] = {"rouge_l": scores["rouge_l"], "minilm_cosine": scores["minilm_cosine"]}
         if name != "seed only (M_0)":
+            forward[name]["rouge_l minus seed only"] = _mean(per_pair[name] - per_pair["seed only (M_0)"], b, s)
             wins = judge(run, (systems[name][0] or "base"), held, texts, answers["seed only (M_0)"])
             forward[name]["win rate vs seed only (judge)"] = _mean(wins, b, s)
             forward[name]["judge self-agreement"] = float(np.mean(wins != 0.5))
     control = text_scores(references[1:] + references[:1], references, b, s)  # a right-sounding answer, wrong question
     forward["control: another held-out pair's human answer"] = {k: control[k] for k in ("rouge_l", "minilm_cosine")}
+    curated, uncurated = list(systems)[2:]
     summary["forward"] = forward
+    summary["curated minus uncurated (ROUGE-L, paired)"] = _mean(per_pair[curated] - per_pair[uncurated], b, s)
     summary["forward examples"] = [
         {"instruction": held[i].instruction, **{n: a[i] for n, a in answers.items()}} for i in range(min(3, len(held)))
     ]

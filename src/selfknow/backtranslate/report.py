@@ -41,13 +41,14 @@ def _curation(summary: dict[str, Any]) -> list[str]:
 
 
 def _forward(summary: dict[str, Any]) -> list[str]:
-    lines = ["| model | ROUGE-L vs human answer | MiniLM cosine | win rate vs seed only (judge) | judge agreement |",
-             "|---|---|---|---|---|"]  # fmt: skip
+    lines = ["| model | ROUGE-L vs human answer | ROUGE-L minus seed only (paired) | MiniLM cosine | "
+             "win rate vs seed only (judge) | judge agreement |", "|---|---|---|---|---|---|"]  # fmt: skip
     for name, row in summary["forward"].items():
-        win = row.get("win rate vs seed only (judge)")
-        lines.append(f"| {name} | {ci(row['rouge_l'])} | {ci(row['minilm_cosine'])} | "
+        win, gain = row.get("win rate vs seed only (judge)"), row.get("rouge_l minus seed only")
+        lines.append(f"| {name} | {ci(row['rouge_l'])} | {ci(gain) if gain else '—'} | {ci(row['minilm_cosine'])} | "
                      f"{ci(win) if win else '—'} | {number(row.get('judge self-agreement'))} |")  # fmt: skip
-    return lines
+    difference = summary["curated minus uncurated (ROUGE-L, paired)"]
+    return [*lines, f"Seed + curated minus seed + uncurated, ROUGE-L on the same pairs: {ci(difference)}."]
 
 
 def write_backtranslate_report(directory: Path, summary: dict[str, Any]) -> Path:
