@@ -276,10 +276,16 @@ def test_backtranslate_cli_runs_every_stage_and_resumes(tiny_llama_dir, tmp_path
     assert metrics["curation"]["kinds"] == {"held-out pair": 5, "shuffled": 7, "truncated": 7, "boilerplate": 6}
     assert {"M_0", "M_1", "controls (AUROC)"} <= set(metrics["curation"])
     assert 1 <= metrics["curation"]["M_0"]["expected"]["auroc"]["value"] + 1 <= 2
+    forward = {name: row["rouge_l"]["value"] for name, row in metrics["forward"].items()}
     curated = metrics["forward"]["seed + curated (M_2)"]
-    assert "win rate vs seed only (judge)" in curated and -1 <= curated["rouge_l minus seed only"]["value"] <= 1
+    assert "win rate vs seed only (judge)" in curated  # paired differences: the mean difference of the same pairs
+    gain = forward["seed + curated (M_2)"] - forward["seed only (M_0)"]
+    assert curated["rouge_l minus seed only"]["value"] == pytest.approx(gain, abs=1e-9)
     difference = metrics["curated minus uncurated (ROUGE-L, paired)"]
+    assert difference["value"] == pytest.approx(forward["seed + curated (M_2)"] - forward["seed + uncurated"], abs=1e-9)
     assert difference["low"] <= difference["value"] <= difference["high"]
+    agreement = metrics["data table"]["iteration 2"]["agreement with iteration 1"]
+    assert 0 <= agreement["A_5 (rank) pairs in common"] <= metrics["data table"]["iteration 2"]["A_5 (rank)"]
     assert set(metrics["timings"]) >= {"backward", "augment", "curate-1", "curate-2", "train"}
     assert "## Self-curation on the labelled set" in (run / "evaluation" / "report.md").read_text()
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from selfknow.answer import answer_once
 from selfknow.backtranslate.augment import backward_records, prompt_records
-from selfknow.backtranslate.curate import READINGS, curated_ids, rate
+from selfknow.backtranslate.curate import READINGS, Rating, curated_ids, rate
 from selfknow.backtranslate.data import LICENCES, Pair
 from selfknow.backtranslate.prompts import ASSISTANT_TAG, WEB_TAG, forward_prompt
 from selfknow.backtranslate.report import write_backtranslate_report
@@ -185,6 +185,7 @@ def data_table(run: BacktranslateRun) -> dict[str, Any]:
             "output": _lengths([c.output for c in candidates]),
         },
     }
+    previous = None
     for t in range(1, run.config.iterations + 1):
         ratings = run.ratings(t)
         curated = run.curated(t)
@@ -203,7 +204,20 @@ def data_table(run: BacktranslateRun) -> dict[str, Any]:
                 "output": _lengths([c.output for c in curated]),
             },
         }
+        if previous is not None:
+            table[f"iteration {t}"][f"agreement with iteration {t - 1}"] = _rating_agreement(previous, ratings)
+        previous = ratings
     return table
+
+
+def _rating_agreement(before: Sequence[Rating], after: Sequence[Rating]) -> dict[str, float]:
+    """How much a retrained rater changed its verdicts: Pearson correlation of the expected scores over the
+    same candidates, and how many of the top-ranked A_5 pairs the two raters share."""
+    first = {r.id: r.expected for r in before}
+    shared = [r for r in after if r.id in first]
+    correlation = np.corrcoef([first[r.id] for r in shared], [r.expected for r in shared])[0, 1]
+    top = set(curated_ids(before, "rank", 5)) & set(curated_ids(after, "rank", 5))
+    return {"expected-score correlation": float(correlation), "A_5 (rank) pairs in common": len(top)}
 
 
 def _generate(run: BacktranslateRun, adapter: str | None, records: list[Record], name: str, tokens: int) -> list[str]:
@@ -283,11 +297,12 @@ def evaluate_run(run: BacktranslateRun) -> dict[str, Any]:
     summary["curation"]["paper (precision, recall)"] = PAPER_CURATION
 
     final = f"forward-{config.iterations}"
+    seed_only, curated, uncurated = "seed only (M_0)", f"seed + curated (M_{config.iterations})", "seed + uncurated"
     systems = {
         "base model": (None, ()),
-        "seed only (M_0)": ("forward-0", (ASSISTANT_TAG,)),
-        f"seed + curated (M_{config.iterations})": (final, (ASSISTANT_TAG, WEB_TAG)),
-        "seed + uncurated": ("forward-uncurated", (ASSISTANT_TAG, WEB_TAG)),
+        seed_only: ("forward-0", (ASSISTANT_TAG,)),
+        curated: (final, (ASSISTANT_TAG, WEB_TAG)),
+        uncurated: ("forward-uncurated", (ASSISTANT_TAG, WEB_TAG)),
     }
     references = [p.output for p in held]
     answers = {}
@@ -301,14 +316,13 @@ def evaluate_run(run: BacktranslateRun) -> dict[str, Any]:
     for name, texts in answers.items():
         scores = text_scores(texts, references, b, s)
         forward[name] = {"rouge_l": scores["rouge_l"], "minilm_cosine": scores["minilm_cosine"]}
-        if name != "seed only (M_0)":
-            forward[name]["rouge_l minus seed only"] = _mean(per_pair[name] - per_pair["seed only (M_0)"], b, s)
-            wins = judge(run, (systems[name][0] or "base"), held, texts, answers["seed only (M_0)"])
+        if name != seed_only:
+            forward[name]["rouge_l minus seed only"] = _mean(per_pair[name] - per_pair[seed_only], b, s)
+            wins = judge(run, (systems[name][0] or "base"), held, texts, answers[seed_only])
             forward[name]["win rate vs seed only (judge)"] = _mean(wins, b, s)
             forward[name]["judge self-agreement"] = float(np.mean(wins != 0.5))
     control = text_scores(references[1:] + references[:1], references, b, s)  # a right-sounding answer, wrong question
     forward["control: another held-out pair's human answer"] = {k: control[k] for k in ("rouge_l", "minilm_cosine")}
-    curated, uncurated = list(systems)[2:]
     summary["forward"] = forward
     summary["curated minus uncurated (ROUGE-L, paired)"] = _mean(per_pair[curated] - per_pair[uncurated], b, s)
     summary["forward examples"] = [
