@@ -45,14 +45,19 @@ def main() -> None:
     }
     hits: dict[str, list[bool]] = {name: [] for name in groups}
     confusion: Counter[tuple[str, str]] = Counter()
-    names = dict(zip(reflection_token_ids(tokenizer, ISSUP_TOKENS), ISSUP_TOKENS, strict=True))
+    names = dict(zip(groups["IsSup"], ISSUP_TOKENS, strict=True))
     with torch.inference_mode():
         for example in examples:
             ids, _ = encode_example(tokenizer, example.prompt, example.output)
-            logits = model(input_ids=torch.tensor([ids])).logits[0]
+            read = [i - 1 for i, t in enumerate(ids) if any(t in group for group in groups.values())]
+            if not read:
+                continue
+            # logits only where a reflection token is predicted (row j of `logits` is position read[j])
+            logits = model(input_ids=torch.tensor([ids]), logits_to_keep=torch.tensor(read)).logits[0]
+            row = {position: j for j, position in enumerate(read)}
             for name, group in groups.items():
                 for position in (i for i, t in enumerate(ids) if t in group):
-                    predicted = group[int(logits[position - 1, group].argmax())]
+                    predicted = group[int(logits[row[position - 1], group].argmax())]
                     hits[name].append(predicted == ids[position])
                     if name == "IsSup":
                         confusion[(names[ids[position]], names[predicted])] += 1
