@@ -1,8 +1,19 @@
 from __future__ import annotations
 
 import random
+import types
 
-from selfknow.batching import common_prefix, group_by_prefix, make_batches
+import torch
+
+from selfknow.batching import (
+    CPU_LIMITS,
+    GPU_MAX_ROWS,
+    GPU_MEMORY_SHARE,
+    common_prefix,
+    group_by_prefix,
+    make_batches,
+    pass_limits,
+)
 
 
 def test_groups_share_their_prefix_and_leave_each_row_a_token():
@@ -33,3 +44,41 @@ def test_batches_respect_limits_and_sort_by_length():
         assert len(batch.rows) <= 3 and batch.width * len(batch.rows) <= 120
         assert batch.width == max(lengths[i] for i in batch.rows)
     assert sum(b.pad_tokens(lengths) for b in batches) <= 10
+
+
+class _FakeGpuModel:
+    """What pass_limits reads of a model: its config, dtype and input device (a CUDA device, never touched)."""
+
+    def __init__(self):
+        from transformers import LlamaConfig
+
+        self.config = LlamaConfig(
+            hidden_size=4096, intermediate_size=11008, num_hidden_layers=32, num_attention_heads=32
+        )
+        self.dtype = torch.bfloat16
+        self._embeddings = types.SimpleNamespace(weight=types.SimpleNamespace(device=torch.device("cuda", 0)))
+
+    def get_input_embeddings(self):
+        return self._embeddings
+
+
+def test_pass_limits_are_fixed_on_the_cpu(tiny_llama_dir):
+    from selfknow.models import load_model
+
+    model, _ = load_model(str(tiny_llama_dir), device="cpu")
+    assert pass_limits(model, keep_cache=True) == CPU_LIMITS
+
+
+def test_pass_limits_on_a_gpu_follow_its_free_memory(monkeypatch):
+    free = {"bytes": 80 * 2**30}
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda device: (free["bytes"], 140 * 2**30))
+    model = _FakeGpuModel()
+    rows, prefill = pass_limits(model, keep_cache=False)
+    _, decode = pass_limits(model, keep_cache=True)
+    _, features = pass_limits(model, keep_cache=False, all_hidden=True)
+    kv_per_token = 2 * 32 * 32 * 128 * 2  # K and V, every layer, bf16
+    assert rows == GPU_MAX_ROWS and decode < prefill and features < prefill
+    assert decode * kv_per_token <= GPU_MEMORY_SHARE * free["bytes"]
+    assert decode > 0.5 * GPU_MEMORY_SHARE * free["bytes"] / kv_per_token  # the cache is most of a token's cost
+    free["bytes"] //= 4
+    assert pass_limits(model, keep_cache=True)[1] < decode / 3

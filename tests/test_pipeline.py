@@ -172,3 +172,23 @@ def test_abstention_thresholds_come_from_validation_and_are_checked_on_test(tiny
 
     result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "run"), "--risk", "0.6", "--delta", "0.2"])
     assert result.exit_code == 0 and "Abstention at target risk 0.6" in result.output and "constant" in result.output
+
+
+def test_tune_from_the_command_line_in_bfloat16_runs_every_stage(
+    tiny_llama_dir, dataset, tmp_path, monkeypatch, capsys
+):
+    from tests.test_cli import run_cli
+
+    run_dir, settings = tmp_path / "bf16", tmp_path / "settings.json"
+    settings.write_text(json.dumps({"bootstrap": 50, "max_new_tokens": 4}))
+    args = ["tune", str(run_dir), "--config", str(settings), "-m", str(tiny_llama_dir), "--dataset", f"jsonl:{dataset}"]
+    args += ["--dtype", "bfloat16"]
+    args += ["--device", "cpu", "--estimators", ",".join(ESTIMATORS), "--option", "ct.top_layers=1"]
+    code, stdout, stderr = run_cli(monkeypatch, capsys, *args, "--option", "ct.epochs=1")
+    assert code == 0, stderr
+    assert json.loads((run_dir / "config.json").read_text())["dtype"] == "bfloat16"
+    summary = json.loads((run_dir / "evaluation" / "metrics.json").read_text())
+    assert set(summary["metrics"]) >= set(ESTIMATORS)
+    assert "best on validation" in stdout
+    code, _, stderr = run_cli(monkeypatch, capsys, *args[:-4], "--dtype", "float32")
+    assert code != 0 and "dtype" in stderr  # a bf16 run is not resumed in another dtype

@@ -108,3 +108,34 @@ def make_batches(
         batches.append(Batch(ordered[i:j], sizes[j - 1]))
         j = i
     return batches[::-1]
+
+
+CPU_LIMITS = (64, 16384)  # rows and tokens per pass: past this a 2-core CPU gains nothing and holds more memory
+GPU_MAX_ROWS = 512  # rows per pass on a GPU: decoding reads the weights once per step for all of them
+GPU_MEMORY_SHARE = 0.6  # of the memory free after loading: the rest covers the allocator's slack and the logits
+
+
+def pass_limits(model, *, keep_cache: bool, all_hidden: bool = False) -> tuple[int, int]:
+    """Rows and tokens one forward pass may hold on the model's device.
+
+    On the CPU, fixed small passes. On a GPU, the tokens that fit in a share of the free memory, each token
+    costing its key/value cache (``keep_cache``, when decoding follows), a layer's activations (the MLP's
+    intermediate width dominates) and, with ``all_hidden``, its hidden state at every layer."""
+    import torch
+
+    device = model.get_input_embeddings().weight.device
+    if device.type != "cuda":
+        return CPU_LIMITS
+    config = model.config.get_text_config()
+    element = torch.finfo(model.dtype).bits // 8
+    heads = config.num_attention_heads
+    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    layers, hidden = config.num_hidden_layers, config.hidden_size
+    per_token = (4 * hidden + 3 * config.intermediate_size + 2 * heads * head_dim) * element
+    if keep_cache:
+        per_token += 2 * layers * kv_heads * head_dim * element
+    if all_hidden:
+        per_token += (layers + 1) * hidden * element
+    free, _ = torch.cuda.mem_get_info(device)
+    return GPU_MAX_ROWS, max(int(GPU_MEMORY_SHARE * free) // per_token, 1024)

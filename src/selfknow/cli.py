@@ -31,7 +31,9 @@ console = Console()
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Alias, .gguf file, model directory or hub id.")]
 DtypeOpt = Annotated[str, typer.Option(help="auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16.")]
-DeviceOpt = Annotated[str, typer.Option(help="auto (the process's device under accelerate), cpu, cuda, cuda:N.")]
+DeviceOpt = Annotated[
+    str, typer.Option(help="auto (the process's GPU under accelerate, or spread over several), cpu, cuda, cuda:N.")
+]
 
 
 def _columns(pairs: list[str]) -> dict[str, str]:
@@ -128,10 +130,13 @@ def answer(
     seed: Annotated[int, typer.Option(help="Seed for splits, choices, k-shot examples and subsets.")] = 0,
     column: Annotated[list[str], typer.Option(help="FIELD=COLUMN mapping for csv:/jsonl: files (repeatable).")] = [],  # noqa: B006
     max_new_tokens: Annotated[int, typer.Option(help="Longest open-ended answer.")] = AnswerConfig.max_new_tokens,
-    batch_size: Annotated[int, typer.Option(help="Most rows per forward pass.")] = AnswerConfig.batch_size,
+    batch_size: Annotated[
+        int | None, typer.Option(help="Most rows per forward pass (default: 64 on the CPU, 512 on a GPU).")
+    ] = None,
     max_batch_tokens: Annotated[
-        int, typer.Option(help="Most padded tokens per forward pass.")
-    ] = AnswerConfig.max_batch_tokens,
+        int | None,
+        typer.Option(help="Most padded tokens per forward pass (default: 16384 on the CPU, from free GPU memory)."),
+    ] = None,
     dtype: DtypeOpt = "auto",
     device: DeviceOpt = "auto",
     trust_remote_code: Annotated[
@@ -250,10 +255,16 @@ def tune(
     option: Annotated[list[str], typer.Option(help="ESTIMATOR.SETTING=VALUE, e.g. ct.epochs=2 (repeatable).")] = [],  # noqa: B006
     stages: Annotated[str, typer.Option(help="Comma-separated stages to run.")] = ",".join(STAGES),
     seed: Annotated[int | None, typer.Option(help="Seed for subsets, prompts and training (default: 0).")] = None,
+    dtype: Annotated[
+        str | None, typer.Option(help="auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16.")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(help="auto (the process's GPU, or spread over several), cpu, cuda, cuda:N.")
+    ] = None,
 ) -> None:
     """Answer, grade, fit every estimator, score and evaluate in a run directory (resumable)."""
     settings = json.loads(config.read_text()) if config else {}
-    flags = {"model": model, "dataset": dataset, "format": format, "seed": seed}
+    flags = {"model": model, "dataset": dataset, "format": format, "seed": seed, "dtype": dtype, "device": device}
     settings.update({k: v for k, v in flags.items() if v is not None})
     limits = {"train": train_limit, "validation": validation_limit, "test": test_limit}
     settings["limits"] = {**settings.get("limits", {}), **{k: v for k, v in limits.items() if v is not None}}
@@ -411,6 +422,7 @@ def elk_run(
     stages: Annotated[str, typer.Option(help="Comma-separated stages to run.")] = "data,train,extract,evaluate",
     seed: Annotated[int, typer.Option(help="Seed of the data and the adapter's initialisation.")] = 633,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the AE→BH intervals.")] = 1000,
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Build a quirky dataset, fine-tune a quirky model, extract hidden states, fit probes on Alice-easy and
     read them on Bob-hard; writes the transfer table, anomaly detection and an AUROC-by-layer plot."""
@@ -427,6 +439,7 @@ def elk_run(
         training={"top_layers": top_layers, "epochs": epochs, "lr": lr, "batch_size": 16, "dropout": 0.0},
         methods=[m.strip() for m in methods.split(",") if m.strip()],
         bootstrap=bootstrap,
+        dtype=dtype,
     )
     run = ElkRun(run_dir, config)  # a rerun with the same settings resumes; other settings are refused
     summary = run.run([s.strip() for s in stages.split(",") if s.strip()])
@@ -468,6 +481,7 @@ def rag_index(
     ] = 0.5,
     seed: Annotated[int, typer.Option(help="Seed of splits, training and bootstrap.")] = 0,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Create a Self-RAG run and build its passage index (BM25 and MiniLM embeddings, computed once)."""
     from selfknow.rag.questions import DEFAULT_TASKS
@@ -489,6 +503,7 @@ def rag_index(
         tau=tau,
         seed=seed,
         bootstrap=bootstrap,
+        dtype=dtype,
     )
     run = RagRun(run_dir, config)  # the same settings resume; other settings are refused
     run.run(["index"])
@@ -582,6 +597,7 @@ def backtranslate(
     ),
     seed: Annotated[int, typer.Option(help="Seed of the held-out split, sampling, training and bootstrap.")] = 0,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for the intervals.")] = 1000,
+    dtype: DtypeOpt = "auto",
 ) -> None:
     """Instruction backtranslation: a backward model writes instructions for unlabelled texts, forward models
     rate them (self-curation) and are retrained on the best; reports each part against baselines."""
@@ -603,6 +619,7 @@ def backtranslate(
         labelled=labelled,
         seed=seed,
         bootstrap=bootstrap,
+        dtype=dtype,
     )
     run = BacktranslateRun(run_dir, config)  # the same settings resume; other settings are refused
     summary = run.run([s.strip() for s in stages.split(",") if s.strip()])

@@ -18,9 +18,10 @@ import torch
 from transformers import DynamicCache, PreTrainedModel
 from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
-from selfknow.batching import Group, group_by_prefix, make_batches
+from selfknow.batching import Group, group_by_prefix, make_batches, pass_limits
 from selfknow.data.records import LETTERS, Record
 from selfknow.data.splits import rng_for
+from selfknow.models import input_device
 from selfknow.prompts import continuation_token
 
 Item = tuple[Record, str, list[int]]  # a record, its prompt text and the prompt's token ids
@@ -30,8 +31,8 @@ Emit = Callable[[list[Record], int], None]  # answered records of a batch, and t
 @dataclass(frozen=True)
 class AnswerConfig:
     max_new_tokens: int = 32
-    batch_size: int = 64
-    max_batch_tokens: int = 16384  # tokens a batch holds: per row its prompt and its longest answer
+    batch_size: int | None = None  # rows per pass; None: sized to the device (batching.pass_limits)
+    max_batch_tokens: int | None = None  # tokens a pass holds (per row its prompt and longest answer); None: sized
     stop: tuple[str, ...] = ("\n",)
     temperature: float = 0.0  # 0: greedy; otherwise nucleus sampling, seeded per record id
     top_p: float = 1.0
@@ -110,6 +111,25 @@ def answer_text(tokenizer, tokens: Sequence[int], eos: set[int], stops: Sequence
     return answer, kept
 
 
+class IncrementalText:
+    """A row's text grown one token at a time. Each step decodes a short window (the tokens since the last
+    complete piece of text, plus the new one) rather than the whole answer; text is added only once the
+    window decodes to whole characters (a multi-byte character can span tokens)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer, self.tokens, self.text = tokenizer, [], ""
+        self._prefix = self._read = 0  # the window's start, and where its already-added text ends
+
+    def add(self, token: int) -> str:
+        self.tokens.append(token)
+        seen = self.tokenizer.decode(self.tokens[self._prefix : self._read], skip_special_tokens=True)
+        grown = self.tokenizer.decode(self.tokens[self._prefix :], skip_special_tokens=True)
+        if len(grown) > len(seen) and not grown.endswith("\ufffd"):
+            self.text += grown[len(seen) :]
+            self._prefix, self._read = self._read, len(self.tokens)
+        return self.text
+
+
 class LetterIds:
     """The token each choice letter is after a given prompt, cached per prompt ending."""
 
@@ -128,7 +148,7 @@ class Answerer:
 
     def __init__(self, model: PreTrainedModel, tokenizer, config: AnswerConfig):
         self.model, self.tokenizer, self.config = model, tokenizer, config
-        self.device = next(model.parameters()).device
+        self.device = input_device(model)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.eos = eos_ids(tokenizer, model.generation_config.eos_token_id)
         self.stats = AnswerStats()
@@ -146,11 +166,12 @@ class Answerer:
             prefix_cache = self._prefix(seqs[group.rows[0]][:shared]) if shared else None
             lengths = [len(s) - shared for s in seqs]
             reserved = shared + (self.config.max_new_tokens if generate else 0)
+            sized_rows, sized_tokens = pass_limits(self.model, keep_cache=generate)
             for batch in make_batches(
                 group.rows,
                 lengths,
-                max_rows=self.config.batch_size,
-                max_tokens=self.config.max_batch_tokens,
+                max_rows=self.config.batch_size or sized_rows,
+                max_tokens=self.config.max_batch_tokens or sized_tokens,
                 reserved=reserved,
             ):
                 rows = [items[i] for i in batch.rows]
@@ -181,7 +202,7 @@ class Answerer:
         self.stats.attention_pairs += len(ids) * (len(ids) + 1) // 2
         self.stats.per_prefix.append(len(ids))
         prefix = torch.tensor([ids], device=self.device)
-        return self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
+        return self.model(input_ids=prefix, use_cache=True, logits_to_keep=1).cache
 
     def _prefill(self, rows, width: int, shared: int, prefix_cache, keep_cache: bool):
         """Logits at each row's last prompt token; left padding sits between prefix and suffix."""
@@ -197,11 +218,11 @@ class Answerer:
             input_ids=ids,
             attention_mask=mask,
             position_ids=positions,
-            past_key_values=cache,
+            cache=cache,
             use_cache=cache is not None,
             logits_to_keep=1,
         )
-        return out.logits[:, -1], out.past_key_values, mask, positions[:, -1]
+        return out.logits[:, -1], out.cache, mask, positions[:, -1]
 
     def _read_letters(self, rows: Sequence[Item], logits: torch.Tensor) -> list[Record]:
         done = []
@@ -221,7 +242,7 @@ class Answerer:
             input_ids=cue.expand(rows, -1),
             attention_mask=torch.cat([mask, mask.new_ones(rows, width)], dim=1),
             position_ids=last[:, None] + torch.arange(1, width + 1, device=self.device),
-            past_key_values=cache,
+            cache=cache,
             use_cache=True,
             logits_to_keep=1,
         )
@@ -246,22 +267,25 @@ class Answerer:
 
     def _decode(self, rows: Sequence[Item], logits, cache, mask, last) -> tuple[list[Record], int]:
         """Greedy or sampled decoding; a row stops at EOS or at a stop string that follows some text
-        (models often open with a newline), and then leaves the batch."""
+        (models often open with a newline), and then leaves the batch. Each step moves every row's token
+        and log-probability to the host in one transfer, and tests the stop strings on text decoded
+        incrementally, so a step's host work does not grow with the answer."""
         cue = self._read_cue(cache, mask, last) if self.config.cue else None
-        tokens: list[list[int]] = [[] for _ in rows]
+        texts = [IncrementalText(self.tokenizer) for _ in rows]
         logprobs: list[list[float]] = [[] for _ in rows]
         active = list(range(len(rows)))
         positions = last
+        reach = [p + 1 for p in last.tolist()]  # keys each active row's next token attends to
         for step in range(self.config.max_new_tokens):
-            scores = logits.float().log_softmax(-1)
             best = self._choose(rows, active, logits, step)
+            picked = logits.float().log_softmax(-1).gather(1, best[:, None])[:, 0]
+            host = torch.stack([best.double(), picked.double()]).tolist()  # one device-to-host copy
             keep = []
             for j, row in enumerate(active):
-                token = int(best[j])
-                tokens[row].append(token)
-                logprobs[row].append(float(scores[j, token]))
-                text = self.tokenizer.decode(tokens[row], skip_special_tokens=True).lstrip()
-                if token not in self.eos and not cut_at_stop(text, self.config.stop)[1]:
+                token = int(host[0][j])
+                logprobs[row].append(host[1][j])
+                text = texts[row].add(token)
+                if token not in self.eos and not cut_at_stop(text.lstrip(), self.config.stop)[1]:
                     keep.append(j)
             if not keep or step == self.config.max_new_tokens - 1:
                 break
@@ -269,25 +293,26 @@ class Answerer:
                 index = torch.tensor(keep, device=self.device)
                 cache.batch_select_indices(index)
                 mask, positions, best = mask[index], positions[index], best[index]
-                active = [active[j] for j in keep]
+                active, reach = [active[j] for j in keep], [reach[j] for j in keep]
             mask = torch.cat([mask, mask.new_ones(len(active), 1)], dim=1)
             positions = positions + 1
-            self.stats.attention_pairs += int((positions + 1).sum())
+            reach = [r + 1 for r in reach]
+            self.stats.attention_pairs += sum(reach)
             logits = self.model(
                 input_ids=best[:, None],
                 attention_mask=mask,
                 position_ids=positions[:, None],
-                past_key_values=cache,
+                cache=cache,
                 use_cache=True,
                 logits_to_keep=1,
             ).logits[:, -1]
         done, kept_total = [], 0
         for row, (record, prompt, _) in enumerate(rows):
-            text, kept = answer_text(self.tokenizer, tokens[row], self.eos, self.config.stop)
+            text, kept = answer_text(self.tokenizer, texts[row].tokens, self.eos, self.config.stop)
             kept_total += kept
             scores = {"token_logprobs": logprobs[row][:kept], **({"cue_logprobs": cue[row]} if cue else {})}
             done.append(answered_record(record, prompt, text, scores))
-        generated = sum(len(t) for t in tokens)
+        generated = sum(len(t.tokens) for t in texts)
         self.stats.generated_tokens += kept_total
         self.stats.wasted_decode_tokens += generated - kept_total
         return done, generated

@@ -108,7 +108,9 @@ def cached_gguf(gguf: Path) -> Path:
         return target
     log.info("dequantizing %s once into %s", gguf.name, target)
     try:
-        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        model = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32, use_kernels=False
+        )
         tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     except Exception as err:  # transformers raises many types for unreadable files
         raise ModelError(f"could not read GGUF file {gguf}: {err}") from None
@@ -165,24 +167,50 @@ def adapters_off(model: PreTrainedModel) -> Iterator[PreTrainedModel]:
         yield model
 
 
+def input_device(model) -> torch.device:
+    """Where a model's inputs go: the device of its input embeddings (the first of several GPUs when
+    accelerate spread the model over them)."""
+    return model.get_input_embeddings().weight.device
+
+
+def device_map(device: str, target: torch.device) -> str | dict[str, str]:
+    """What ``from_pretrained`` places the weights with, so they go straight to the device and never
+    need a full copy in host memory: one device, or accelerate's ``"auto"`` layout over every GPU when
+    ``device`` is auto, one process runs, and the machine has several."""
+    if device == "auto" and target.type == "cuda" and torch.cuda.device_count() > 1:
+        from selfknow.distributed import process_state
+
+        if process_state().num_processes == 1:
+            return "auto"
+    return {"": str(target)}
+
+
 def load_model(
     spec: str = DEFAULT_MODEL,
     *,
     dtype: str = "auto",
     device: str = "auto",
     trust_remote_code: bool = False,
+    hub_kernels: bool = False,
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Load a causal LM and its tokenizer in eval mode.
+    """Load a causal LM and its tokenizer in eval mode, its weights straight onto the device.
 
     ``spec`` is an alias (``smollm2``), a ``.gguf`` file, a local model directory or a hub id
-    (``meta-llama/Llama-2-7b-chat-hf``). ``trust_remote_code`` stays off unless asked for.
+    (``meta-llama/Llama-2-7b-chat-hf``). ``trust_remote_code`` stays off unless asked for, and so do
+    transformers' hub kernels (``hub_kernels``): they download code from the hub when a model changes
+    between training and inference, which fails on an offline cluster and is a network call the user
+    did not ask for.
     """
     source = resolve_spec(spec)
     target = resolve_device(device)
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(
-            source, dtype=resolve_dtype(dtype, target), trust_remote_code=trust_remote_code
+            source,
+            dtype=resolve_dtype(dtype, target),
+            device_map=device_map(device, target),
+            trust_remote_code=trust_remote_code,
+            use_kernels=hub_kernels,
         )
     except OSError as err:
         raise ModelError(
@@ -191,6 +219,6 @@ def load_model(
         ) from None
     except ValueError as err:
         raise ModelError(f"could not load model '{spec}': {str(err).splitlines()[0]}") from None
-    model.to(target).eval()
+    model.eval()
     _prepare_tokenizer(tokenizer, model)
     return model, tokenizer

@@ -71,7 +71,7 @@ DEFAULT_ESTIMATORS = {
         "lora-probe",
     ],
 }
-IDENTITY = ("model", "dataset", "format", "kshot", "chat", "seed")  # what a run directory is bound to
+IDENTITY = ("model", "dataset", "format", "kshot", "chat", "seed", "dtype")  # what a run directory is bound to
 
 
 @dataclass
@@ -89,6 +89,8 @@ class RunConfig:
     estimators: list[str] = field(default_factory=list)
     options: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-estimator settings
     bootstrap: int = 1000
+    dtype: str = "auto"  # auto: float32 on the CPU, bfloat16 (or float16) on a GPU
+    device: str = "auto"  # where this invocation runs; not part of what the run is
 
     def __post_init__(self) -> None:
         self.estimators = self.estimators or list(DEFAULT_ESTIMATORS[self.format])
@@ -148,6 +150,7 @@ class Run:
                     )
                 existing.estimators = list(dict.fromkeys(existing.estimators + config.estimators))
                 existing.options = {**existing.options, **config.options}
+                existing.device = config.device
             self.config = existing
         elif config is None:
             raise SelfknowError(f"{self.dir} is not a run directory (no config.json)")
@@ -171,7 +174,12 @@ class Run:
     @cached_property
     def context(self) -> Context:
         return Context(
-            self.config.model, cache_dir=self.dir / "features", seed=self.config.seed, progress=self.progress
+            self.config.model,
+            cache_dir=self.dir / "features",
+            seed=self.config.seed,
+            dtype=self.config.dtype,
+            device=self.config.device,
+            progress=self.progress,
         )
 
     def answers(self, split: str) -> Path:

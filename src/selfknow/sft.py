@@ -91,7 +91,7 @@ def fit(
     with tempfile.TemporaryDirectory() as scratch:
         steps = math.ceil(len(rows) / batch_size) * epochs
         args = training_arguments(
-            scratch, batch_size, epochs, lr, seed, progress,
+            scratch, batch_size, epochs, lr, seed, progress, peft_model,
             lr_scheduler_type="linear",
             warmup_steps=int(0.03 * steps),
             train_sampling_strategy="group_by_length",  # batches of similar length: little padding

@@ -69,6 +69,7 @@ class BacktranslateConfig:
     held_out: int = 60
     pool_limit: int | None = None  # segments kept (a seeded sample), for small runs
     max_response_tokens: int = 384
+    dtype: str = "auto"  # auto: float32 on the CPU, bfloat16 (or float16) on a GPU
     backward: dict[str, Any] = field(default_factory=lambda: LoraSettings(epochs=3.0).to_dict())
     forward: dict[str, Any] = field(default_factory=lambda: LoraSettings(epochs=2.0).to_dict())
     temperature: float = 0.7
@@ -144,7 +145,7 @@ class BacktranslateRun:
     def base(self):
         """The base model and tokenizer, loaded once per run object (adapters go on and come off it)."""
         if self._model is None:
-            self._model = load_model(self.config.model)
+            self._model = load_model(self.config.model, dtype=self.config.dtype)
             self._model[1].padding_side = "left"
         return self._model
 

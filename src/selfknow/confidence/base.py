@@ -55,11 +55,12 @@ class Context:
         tokenizer: Any = None,
         cache_dir: str | Path | None = None,
         seed: int = 0,
+        dtype: str = "auto",
         device: str = "auto",
         progress: bool = True,
         trust_remote_code: bool = False,
     ):
-        self.model_spec, self.seed, self.device, self.progress = model_spec, seed, device, progress
+        self.model_spec, self.seed, self.dtype, self.device, self.progress = model_spec, seed, dtype, device, progress
         self.trust_remote_code = trust_remote_code
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         if model is not None:
@@ -69,7 +70,9 @@ class Context:
     def model_and_tokenizer(self):
         from selfknow.models import load_model
 
-        return load_model(self.model_spec, device=self.device, trust_remote_code=self.trust_remote_code)
+        return load_model(
+            self.model_spec, dtype=self.dtype, device=self.device, trust_remote_code=self.trust_remote_code
+        )
 
     @property
     def model(self):

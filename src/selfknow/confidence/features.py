@@ -18,13 +18,13 @@ import torch
 from accelerate.utils import gather_object
 from safetensors.torch import load_file, save_file
 
-from selfknow.batching import make_batches
+from selfknow.batching import make_batches, pass_limits
 from selfknow.confidence.base import Context
 from selfknow.confidence.query import QueryText, option_ids, render_query
 from selfknow.data.records import Record
 from selfknow.distributed import process_state
 from selfknow.engine import left_pad
-from selfknow.models import adapters_off
+from selfknow.models import adapters_off, input_device
 from selfknow.progress import token_progress
 
 
@@ -39,7 +39,9 @@ class QueryFeatures:
 
 
 def _last_states(hidden_states: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.stack([h[:, -1] for h in hidden_states], dim=1).to(torch.float16).cpu()
+    """Stored in 16 bits: float16, or bfloat16 for a bf16 model (whose activations may overflow float16)."""
+    states = torch.stack([h[:, -1].to(hidden_states[0].device) for h in hidden_states], dim=1)
+    return states.to(torch.bfloat16 if states.dtype == torch.bfloat16 else torch.float16).cpu()
 
 
 def _store(out: torch.Tensor | None, rows: Sequence[int], values: torch.Tensor, n: int) -> torch.Tensor:
@@ -58,7 +60,7 @@ def forward_queries(
     hidden: bool = False,
     contrast: bool = False,
     options: Sequence[tuple[int, int]] | None = None,
-    max_batch_tokens: int = 16384,
+    max_batch_tokens: int | None = None,
     progress: bool = False,
 ) -> QueryFeatures:
     """Option logits (and last-token hidden states) of each query; left-padded, length-sorted batches.
@@ -69,7 +71,7 @@ def forward_queries(
     Under ``accelerate launch`` each process reads its share of the queries and every process ends
     with all of them."""
     state = process_state()
-    device = next(model.parameters()).device
+    device = input_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     found: dict[str, tuple[int, int]] = {}
 
@@ -86,7 +88,8 @@ def forward_queries(
     lengths = [len(q.ids) for q in queries]
     logits_out, hidden_out, contrast_out = torch.empty(n, 2), None, None
     with token_progress(len(mine), "reading queries", progress and state.is_main_process) as bar:
-        for batch in make_batches(mine, lengths, max_rows=64, max_tokens=max_batch_tokens):
+        rows, tokens = pass_limits(model, keep_cache=contrast, all_hidden=hidden)
+        for batch in make_batches(mine, lengths, max_rows=rows, max_tokens=max_batch_tokens or tokens):
             ids, mask = left_pad([queries[i].ids for i in batch.rows], batch.width, pad, device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
             out = model(
@@ -104,12 +107,12 @@ def forward_queries(
             if contrast:
                 per_option = []
                 for c in (0, 1):
-                    cache = copy.deepcopy(out.past_key_values) if c == 0 else out.past_key_values
+                    cache = copy.deepcopy(out.cache) if c == 0 else out.cache
                     step = model(
                         input_ids=pairs[:, c : c + 1],
                         attention_mask=torch.cat([mask, mask.new_ones(len(batch.rows), 1)], dim=1),
                         position_ids=positions[:, -1:] + 1,
-                        past_key_values=cache,
+                        cache=cache,
                         output_hidden_states=True,
                         logits_to_keep=1,
                     )

@@ -79,7 +79,7 @@ class _Tuned(Estimator):
             )
         self.config.update(tuning.to_dict(), options=list(options), model=context.model_spec, training=result)
         if self._head is not None:
-            self.arrays = {f"head.{k}": v.detach().clone() for k, v in self._head.state_dict().items()}
+            self.arrays = {f"head.{k}": v.detach().cpu().clone() for k, v in self._head.state_dict().items()}
         return self
 
     def _calibration(self, context: Context) -> CalibrationModel:
@@ -91,8 +91,7 @@ class _Tuned(Estimator):
         if self.head_kind == "probe" and self._head is None:
             self._head = make_head(context.model.config.get_text_config().hidden_size)
             self._head.load_state_dict({k.removeprefix("head."): v for k, v in self.arrays.items()})
-        device = next(peft_model.parameters()).device
-        return CalibrationModel(peft_model, 0, tuple(self.config["options"]), self._head).to(device)
+        return CalibrationModel(peft_model, 0, tuple(self.config["options"]), self._head)
 
     def score(self, records: Sequence[Record], context: Context) -> np.ndarray:
         queries = [render_query(r, context.tokenizer) for r in records]

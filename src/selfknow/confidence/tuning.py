@@ -31,11 +31,11 @@ from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dic
 from torch import nn
 from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments
 
-from selfknow.batching import make_batches
+from selfknow.batching import make_batches, pass_limits
 from selfknow.confidence.query import QueryText, option_ids
 from selfknow.distributed import process_state
 from selfknow.engine import left_pad
-from selfknow.models import adapters_off
+from selfknow.models import adapters_off, input_device
 from selfknow.progress import token_progress
 
 REGULARIZERS = ("jsd", "forward_kl", "reverse_kl", "none")
@@ -66,7 +66,8 @@ class TuningConfig:
             raise ValueError(f"regularizer must be one of {REGULARIZERS}, got {self.regularizer!r}")
 
     def lora(self, num_layers: int) -> LoraConfig:
-        layers = None if self.top_layers is None else list(range(num_layers - self.top_layers, num_layers))
+        start = 0 if self.top_layers is None else max(num_layers - self.top_layers, 0)
+        layers = list(range(start, num_layers)) if start else None
         return LoraConfig(
             r=self.rank,
             lora_alpha=self.alpha,
@@ -85,7 +86,8 @@ def num_layers(model) -> int:
 
 
 def start_layer(model, config: TuningConfig) -> int:
-    return 0 if config.top_layers is None else num_layers(model) - config.top_layers
+    """The first tuned layer (a ``top_layers`` above the model's depth tunes every layer)."""
+    return 0 if config.top_layers is None else max(num_layers(model) - config.top_layers, 0)
 
 
 def output_logits(model, hidden: torch.Tensor) -> torch.Tensor:
@@ -123,8 +125,9 @@ class CalibrationModel(nn.Module):
 
     def __init__(self, peft_model, start: int, options: tuple[int, int], head: nn.Module | None = None):
         super().__init__()
-        self.peft_model, self.start, self.head = peft_model, start, head
-        self.register_buffer("options", torch.tensor(options), persistent=False)
+        device = input_device(peft_model)
+        self.peft_model, self.start, self.head = peft_model, start, None if head is None else head.to(device)
+        self.register_buffer("options", torch.tensor(options, device=device), persistent=False)
 
     def forward(
         self, attention_mask, position_ids, answer_rows, answer_cols, input_ids=None, hidden=None, options=None, **_
@@ -141,12 +144,12 @@ class CalibrationModel(nn.Module):
                     inputs_embeds=hidden, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
                 ).last_hidden_state
         last = states[:, -1]
-        if self.head is not None:
-            head = self.head(last)
+        if self.head is not None:  # the head keeps float32 weights whatever the model's dtype
+            head = self.head(last.to(self.options.device, torch.float32))
         elif options is not None:  # each row's own pair of option tokens
-            head = output_logits(causal_lm, last).gather(1, options)
+            head = output_logits(causal_lm, last).gather(1, options.to(last.device))
         else:
-            head = output_logits(causal_lm, last)[:, self.options]
+            head = output_logits(causal_lm, last)[:, self.options.to(last.device)]
         answer = output_logits(causal_lm, states[answer_rows, answer_cols]).float().log_softmax(-1)
         return {"option_logits": head.float(), "answer_logprobs": answer}
 
@@ -229,13 +232,14 @@ def cache_queries(
     ``options`` gives each query its own (negative, positive) answer tokens instead of the shared pair."""
     state = process_state()
     start = start_layer(model, config)
-    device = next(model.parameters()).device
+    device = input_device(model)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     mine = list(range(state.process_index, len(queries), state.num_processes))
     lengths = [len(queries[i].ids) for i in mine]
     items: dict[int, dict[str, torch.Tensor]] = {}
+    max_rows, max_tokens = pass_limits(model, keep_cache=False, all_hidden=True)
     with adapters_off(model), token_progress(len(mine), "caching activations", progress) as bar:
-        for batch in make_batches(range(len(mine)), lengths, max_rows=64, max_tokens=8192):
+        for batch in make_batches(range(len(mine)), lengths, max_rows=max_rows, max_tokens=max_tokens):
             index = [mine[j] for j in batch.rows]
             ids, mask = left_pad([queries[i].ids for i in index], batch.width, pad, device)
             out = model(
@@ -263,7 +267,7 @@ def cache_queries(
                 if config.top_layers is None:
                     item["input_ids"] = torch.tensor(query.ids)
                 else:
-                    item["hidden"] = out.hidden_states[start][row, offset:].float().cpu()
+                    item["hidden"] = out.hidden_states[start][row, offset:].cpu()  # the model's dtype
                 items[i] = item
             bar.advance(len(index), sum(len(queries[i].ids) for i in index))
     if state.num_processes > 1:
@@ -351,10 +355,11 @@ def make_head(hidden_size: int) -> nn.Module:
 
 
 def training_arguments(
-    output_dir: str, batch_size: int, epochs: float, lr: float, seed: int, progress: bool, **overrides
+    output_dir: str, batch_size: int, epochs: float, lr: float, seed: int, progress: bool, model, **overrides
 ) -> TrainingArguments:
     """The settings every selfknow training loop shares: no checkpoints, no evaluation loop, no reporting
-    services, no weight decay, the CPU when there is no GPU; ``overrides`` for the rest."""
+    services, no weight decay, and training where ``model`` is (a model on the CPU stays there even when a
+    GPU is visible); ``overrides`` for the rest."""
     settings = {
         "output_dir": output_dir,
         "per_device_train_batch_size": batch_size,
@@ -370,7 +375,7 @@ def training_arguments(
         "remove_unused_columns": False,
         "dataloader_num_workers": 0,
         "disable_tqdm": not progress,
-        "use_cpu": not torch.cuda.is_available(),
+        "use_cpu": input_device(model).type == "cpu",
     }
     return TrainingArguments(**{**settings, **overrides})
 
@@ -401,8 +406,9 @@ def train_adapter(
         head.requires_grad_(True)
     calibration = CalibrationModel(peft_model, start_layer(peft_model, config), options, head)
     args = training_arguments(
-        output_dir, config.batch_size, config.epochs, config.lr, config.seed, progress, lr_scheduler_type="cosine"
-    )
+        output_dir, config.batch_size, config.epochs, config.lr, config.seed, progress, peft_model,
+        lr_scheduler_type="cosine",
+    )  # fmt: skip
     keep_best = _KeepBest(calibration, validation, adapter, config.batch_size)
     trainer = CalibrationTrainer(
         model=calibration, args=args, train_dataset=train, data_collator=collate, callbacks=[keep_best], tuning=config
@@ -429,8 +435,9 @@ def score_queries(
     lengths = [len(q.ids) for q in queries]
     out = torch.empty(len(queries), 2)
     empty = torch.empty(0, dtype=torch.long, device=device)
+    max_rows, max_tokens = pass_limits(calibration.peft_model, keep_cache=False)
     with token_progress(len(queries), "scoring queries", progress) as bar:
-        for batch in make_batches(range(len(queries)), lengths, max_rows=64, max_tokens=8192):
+        for batch in make_batches(range(len(queries)), lengths, max_rows=max_rows, max_tokens=max_tokens):
             ids, mask = left_pad([queries[i].ids for i in batch.rows], batch.width, pad, device)
             logits = calibration(
                 input_ids=ids,

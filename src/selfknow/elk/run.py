@@ -56,6 +56,7 @@ class ElkConfig:
     )
     methods: list[str] = field(default_factory=lambda: ["lr", "dim", "lda", "lr-pair", "ccs", "crc"])
     bootstrap: int = 1000
+    dtype: str = "auto"  # auto: float32 on the CPU, bfloat16 (or float16) on a GPU
 
     @classmethod
     def from_file(cls, path: Path) -> ElkConfig:
@@ -72,7 +73,7 @@ class ElkRun:
 
     @cached_property
     def context(self) -> Context:
-        return Context(self.config.model, seed=self.config.seed, progress=self.progress)
+        return Context(self.config.model, seed=self.config.seed, dtype=self.config.dtype, progress=self.progress)
 
     def run(self, stages: tuple[str, ...] | list[str] = STAGES) -> dict[str, Any] | None:
         return run_stages(self, stages, STAGES)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from selfknow.engine import eos_ids, left_pad
+from selfknow.models import input_device
 
 
 @dataclass
@@ -48,7 +49,7 @@ def generate_candidates(
     """Greedy continuations of ``prompts`` in length-sorted batches (little padding); a row stops at EOS or
     at any of ``stop_ids`` (e.g. the utility tokens that end a Self-RAG answer). Results come back in
     prompt order; ``advance(n)`` is called after each batch of n prompts."""
-    device = next(model.parameters()).device
+    device = input_device(model)
     stops = eos_ids(tokenizer, model.generation_config.eos_token_id) | set(stop_ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(stops))
     encoded = [tokenizer(p).input_ids for p in prompts]  # as in training (selfknow.rag.sequences)

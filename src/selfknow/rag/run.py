@@ -58,6 +58,7 @@ class RagConfig:
     estimators: list[str] = field(default_factory=lambda: ["dataset-accuracy", "probe-mlp"])
     confidence: str = "probe-mlp+platt"  # the calibrated P(correct) that gates retrieval
     generator: dict[str, Any] = field(default_factory=lambda: GeneratorConfig().to_dict())
+    dtype: str = "auto"  # auto: float32 on the CPU, bfloat16 (or float16) on a GPU
     max_new_tokens: int = 24
     delta: float = 0.2
     tau: float = 0.5
@@ -173,7 +174,7 @@ class RagRun:
         if report.exists():
             return json.loads(report.read_text())
         examples = read_examples(self.dir / "train_examples.jsonl")
-        model, tokenizer = load_model(self.config.model)
+        model, tokenizer = load_model(self.config.model, dtype=self.config.dtype)
         config = GeneratorConfig(**{**self.config.generator, "seed": self.config.seed})
         peft_model, numbers = train_generator(model, tokenizer, examples, config, progress=self.progress)
         with tempfile.TemporaryDirectory(dir=self.dir) as scratch:
@@ -188,7 +189,7 @@ class RagRun:
         """The trained Self-RAG model and its tokenizer (reflection tokens included)."""
         if not (self.dir / "adapter").exists():
             raise SelfknowError(f"{self.dir}: no trained generator yet; run the train stage")
-        model, _ = load_model(self.config.model)
+        model, _ = load_model(self.config.model, dtype=self.config.dtype)
         peft_model, tokenizer = load_reflection_adapter(model, self.dir / "adapter")
         tokenizer.padding_side = "left"
         return peft_model.eval(), tokenizer
