@@ -8,6 +8,7 @@ import torch
 from selfknow.answer import AnswerConfig, answer_records
 from selfknow.data.journal import Journal
 from selfknow.data.records import LETTERS, read_records
+from selfknow.engine import IncrementalText
 from selfknow.models import load_model
 from selfknow.prompts import Prompter, PromptStyle, continuation_token
 from tests.conftest import make_records
@@ -94,3 +95,16 @@ def test_answering_resumes_from_a_journal_with_a_torn_line(tiny, tmp_path):
     assert [r.id for r in read_records(output)] == [r.id for r in records]
     assert [r.id for r in answered] == [r.id for r in records]
     assert not list(tmp_path.glob("answers.jsonl.partial-*"))
+
+
+@pytest.mark.parametrize(
+    "text", ["The capital of Peru is Lima.\nNext", "Zürich, São Paulo and Kraków", "東京 is Tokyo 🗼, 42 + 7 = 49"]
+)
+def test_text_grown_token_by_token_equals_the_whole_decode(tokenizer, text):
+    tokens = tokenizer(text, add_special_tokens=False).input_ids
+    grown = IncrementalText(tokenizer)
+    for k, token in enumerate(tokens, 1):
+        so_far = grown.add(token)
+        whole = tokenizer.decode(tokens[:k], skip_special_tokens=True)
+        assert whole.startswith(so_far) and "\ufffd" not in so_far
+    assert grown.text == tokenizer.decode(tokens, skip_special_tokens=True)
