@@ -443,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--train-rows", type=int, help="queries of the training workload (64; tiny: 16)")
     parser.add_argument("--estimator-rows", type=int, help="records per estimator, split 2:1:1 (64; tiny: 16)")
     parser.add_argument("--estimators", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--workloads", help="comma-separated workloads to run (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench/results/gpu.json"))
     args = parser.parse_args(argv)
@@ -471,8 +472,12 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "probe-features": lambda: bench.probe_features(queries(rows, "probe")),
         "ct-training": lambda: bench.ct_training(queries(args.train_rows, "train")),
     }
+    chosen = [w.strip() for w in args.workloads.split(",")] if args.workloads else list(runs)
+    unknown = sorted(set(chosen) - set(runs))
+    if unknown:
+        parser.error(f"unknown workloads {', '.join(unknown)}; choose from {', '.join(runs)}")
     workloads: dict[str, dict] = {}
-    for name, run in runs.items():
+    for name, run in ((n, runs[n]) for n in chosen):
         start = time.perf_counter()
         try:
             workloads.update(run())
