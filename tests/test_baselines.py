@@ -283,3 +283,22 @@ def test_minilm_embeddings_are_unit_vectors_that_put_paraphrases_close():
     assert vectors.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert vectors[0] @ vectors[1] > vectors[0] @ vectors[2] + 0.2
+
+
+def test_verbal_replies_come_from_the_base_model_after_an_adapter_is_attached(tiny_llama_dir):
+    """A tuned estimator fitted earlier in the process leaves its adapter in the model's layers; the verbal
+    request must still be answered by the base model."""
+    from peft import LoraConfig
+
+    model, tokenizer = load_model(str(tiny_llama_dir), device="cpu")
+    context = Context(model=model, tokenizer=tokenizer, progress=False)
+    records = graded(make_records(5), "test")
+    before = baselines.Verbal().replies(records, context)
+    peft_model = context.attach_adapter("noise", LoraConfig(r=4, target_modules=["q_proj", "v_proj", "down_proj"]))
+    torch.manual_seed(0)
+    for name, parameter in peft_model.named_parameters():
+        if "lora_B" in name:
+            parameter.data.normal_(std=2.0)
+    with peft_model.disable_adapter():
+        assert baselines.Verbal().replies(records, context) == before
+    assert baselines.Verbal().replies(records, context) == before

@@ -30,10 +30,10 @@ app = typer.Typer(
 console = Console()
 
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="Alias, .gguf file, model directory or hub id.")]
-DtypeOpt = Annotated[str, typer.Option(help="auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16.")]
-DeviceOpt = Annotated[
-    str, typer.Option(help="auto (the process's GPU under accelerate, or spread over several), cpu, cuda, cuda:N.")
-]
+DTYPE_HELP = "auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16."
+DEVICE_HELP = "auto (the process's GPU under accelerate, or spread over several), cpu, cuda, cuda:N."
+DtypeOpt = Annotated[str, typer.Option(help=DTYPE_HELP)]
+DeviceOpt = Annotated[str, typer.Option(help=DEVICE_HELP)]
 
 
 def _columns(pairs: list[str]) -> dict[str, str]:
@@ -255,12 +255,8 @@ def tune(
     option: Annotated[list[str], typer.Option(help="ESTIMATOR.SETTING=VALUE, e.g. ct.epochs=2 (repeatable).")] = [],  # noqa: B006
     stages: Annotated[str, typer.Option(help="Comma-separated stages to run.")] = ",".join(STAGES),
     seed: Annotated[int | None, typer.Option(help="Seed for subsets, prompts and training (default: 0).")] = None,
-    dtype: Annotated[
-        str | None, typer.Option(help="auto (fp32 on CPU, bf16/fp16 on GPU), float32, bfloat16, float16.")
-    ] = None,
-    device: Annotated[
-        str | None, typer.Option(help="auto (the process's GPU, or spread over several), cpu, cuda, cuda:N.")
-    ] = None,
+    dtype: Annotated[str | None, typer.Option(help=f"{DTYPE_HELP} A run keeps its first dtype.")] = None,
+    device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
 ) -> None:
     """Answer, grade, fit every estimator, score and evaluate in a run directory (resumable)."""
     settings = json.loads(config.read_text()) if config else {}
