@@ -84,6 +84,10 @@ BAD_INPUTS = {
     "missing column": ("csv", "question,reply\nWhat?,yes\n", "answer"),
     "empty file": ("csv", "", "empty"),
     "malformed jsonl": ("jsonl", '{"question": "What?", "answer": "yes"}\n{"question": \n', "malformed JSON"),
+    "latin-1 csv": ("csv", "question,answer\nCaf\u00e9?,oui\n".encode("latin-1"), ":2: not UTF-8"),
+    "binary csv": ("csv", bytes(range(256)), "not UTF-8"),
+    "nul in a csv field": ("csv", "question,answer\nWhat\x00?,yes\n", ":2: field 1 holds the control character U+0000"),
+    "latin-1 jsonl": ("jsonl", '{"question": "Caf\u00e9?", "answer": "oui"}\n'.encode("latin-1"), "not UTF-8"),
 }
 
 
@@ -93,7 +97,7 @@ def test_bad_files_fail_with_one_line_and_leave_existing_output_alone(
 ):
     kind, text, message = BAD_INPUTS[case]
     data = tmp_path / f"bad.{kind}"
-    data.write_text(text)
+    data.write_bytes(text if isinstance(text, bytes) else text.encode())
     out = tmp_path / "answers.jsonl"
     out.write_text("precious\n")
     code, _, stderr = run_cli(
@@ -197,3 +201,28 @@ def test_two_process_calibration_tuning_matches_one_process_at_the_same_effectiv
 def test_serving_a_missing_model_fails_at_once_with_a_clear_error(monkeypatch, capsys, tmp_path):
     code, _, stderr = run_cli(monkeypatch, capsys, "serve", str(tmp_path / "no-such-model"))
     assert code == 1 and "model path not found" in stderr
+
+
+@pytest.mark.parametrize("kind", ["csv", "jsonl"])
+def test_a_folder_where_a_file_belongs_fails_with_one_line(monkeypatch, capsys, tmp_path, kind):
+    folder = tmp_path / "a-folder"
+    folder.mkdir()
+    code, _, stderr = run_cli(monkeypatch, capsys, "answer", f"{kind}:{folder}", "-o", str(tmp_path / "out.jsonl"))
+    assert code == 1 and "a folder" in stderr and str(folder) in stderr and stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'"What is 2 + 2\x00?",3,4,5,6,B\n', "control character U+0000"),
+        ("Caf\u00e9?,3,4,5,6,B\n".encode("latin-1"), "not UTF-8"),
+    ],
+)
+def test_mmlu_files_with_bad_text_fail_with_one_line(monkeypatch, capsys, tmp_path, raw, message):
+    folder = tmp_path / "mmlu"
+    folder.mkdir()
+    (folder / "algebra_test.csv").write_bytes(raw)
+    code, _, stderr = run_cli(
+        monkeypatch, capsys, "answer", f"mmlu-csv:{folder}", "-f", "choice", "-o", str(tmp_path / "out.jsonl")
+    )
+    assert code == 1 and message in stderr and "algebra_test.csv:1" in stderr and stderr.count("\n") == 1

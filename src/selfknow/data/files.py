@@ -7,13 +7,14 @@ bad row found after an hour of generation costs far more than a strict reader.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import re
 from pathlib import Path
 from typing import Any
 
-from selfknow.data.records import LETTERS, SPLITS, Record, iter_jsonl, read_records
+from selfknow.data.records import LETTERS, SPLITS, Record, iter_jsonl, read_records, readable_file
 from selfknow.data.registry import Request, register
 from selfknow.data.splits import as_choice, choice_id, split_of
 from selfknow.errors import DataError
@@ -26,23 +27,40 @@ def _existing(arg: str | None) -> Path:
     return path
 
 
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # control characters other than tab and newlines
+
+
+def _utf8_text(path: Path) -> str:
+    """The file's text, UTF-8 with or without a BOM; other bytes are a DataError naming the line."""
+    data = readable_file(path).read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x})") from None
+
+
 def _csv_rows(path: Path, width: int | None = None) -> list[tuple[int, list[str]]]:
-    """(line, fields) of each non-blank row; all rows have ``width`` fields (default: the first row's)."""
+    """(line, fields) of each non-blank row; all rows have ``width`` fields (default: the first row's), and
+    no field holds a control character (a NUL would go into the prompt)."""
     rows = []
-    with path.open(newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle, strict=True)
-        end = 0
-        try:
-            for row in reader:
-                start, end = end + 1, reader.line_num  # a quoted field may span lines: name the first
-                if not row:
-                    continue
-                width = width or len(row)
-                if len(row) != width:
-                    raise DataError(f"{path}:{start}: malformed CSV: expected {width} fields, got {len(row)}")
-                rows.append((start, row))
-        except csv.Error as err:
-            raise DataError(f"{path}:{reader.line_num}: malformed CSV ({err})") from None
+    reader = csv.reader(io.StringIO(_utf8_text(path), newline=""), strict=True)
+    end = 0
+    try:
+        for row in reader:
+            start, end = end + 1, reader.line_num  # a quoted field may span lines: name the first
+            if not row:
+                continue
+            width = width or len(row)
+            if len(row) != width:
+                raise DataError(f"{path}:{start}: malformed CSV: expected {width} fields, got {len(row)}")
+            bad = next((k for k, field in enumerate(row, 1) if CONTROL.search(field)), None)
+            if bad is not None:
+                found = CONTROL.search(row[bad - 1]).group()
+                raise DataError(f"{path}:{start}: field {bad} holds the control character U+{ord(found):04X}")
+            rows.append((start, row))
+    except csv.Error as err:
+        raise DataError(f"{path}:{reader.line_num}: malformed CSV ({err})") from None
     if not rows:
         raise DataError(f"{path}: empty file")
     return rows

@@ -100,15 +100,23 @@ class Record:
             raise DataError(f"{where}: {err}") from None
 
 
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield (line number, object) for each non-blank line; malformed lines raise DataError naming them."""
+def readable_file(path: str | Path) -> Path:
+    """``path`` if it is an existing file; a missing path or a folder is a DataError naming it."""
     path = Path(path)
     if not path.exists():
         raise DataError(f"file not found: {path}")
+    if not path.is_file():
+        raise DataError(f"{path}: a folder (or other non-file) where a file is expected")
+    return path
+
+
+def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line; malformed lines raise DataError naming them."""
+    path = readable_file(path)
     with path.open("rb") as handle:
         for number, raw in enumerate(handle, start=1):
             try:
-                line = raw.decode("utf-8")
+                line = raw.decode("utf-8-sig" if number == 1 else "utf-8")
             except UnicodeDecodeError:
                 raise DataError(f"{path}:{number}: not UTF-8 text") from None
             if not line.strip():
