@@ -86,7 +86,14 @@ BAD_INPUTS = {
     "malformed jsonl": ("jsonl", '{"question": "What?", "answer": "yes"}\n{"question": \n', "malformed JSON"),
     "latin-1 csv": ("csv", "question,answer\nCaf\u00e9?,oui\n".encode("latin-1"), ":2: not UTF-8"),
     "binary csv": ("csv", bytes(range(256)), "not UTF-8"),
-    "nul in a csv field": ("csv", "question,answer\nWhat\x00?,yes\n", ":2: field 1 holds the control character U+0000"),
+    "nul in a csv field": ("csv", "question,answer\nWhat\x00?,yes\n", ":2: a NUL byte"),
+    "control character in a csv field": ("csv", "question,answer\nWhat\x1b?,yes\n", ":2: field 1 holds the control"),
+    "control character in a jsonl field": (
+        "jsonl",
+        '{"question": "W\\u0007?", "answer": "y"}\n',
+        ":1: column 'question'",
+    ),
+    "a list where text belongs": ("jsonl", '{"question": ["W?"], "answer": "y"}\n', "must be text, got list"),
     "latin-1 jsonl": ("jsonl", '{"question": "Caf\u00e9?", "answer": "oui"}\n'.encode("latin-1"), "not UTF-8"),
 }
 
@@ -214,7 +221,7 @@ def test_a_folder_where_a_file_belongs_fails_with_one_line(monkeypatch, capsys, 
 @pytest.mark.parametrize(
     ("raw", "message"),
     [
-        (b'"What is 2 + 2\x00?",3,4,5,6,B\n', "control character U+0000"),
+        (b'"What is 2 + 2\x00?",3,4,5,6,B\n', "a NUL byte"),
         ("Caf\u00e9?,3,4,5,6,B\n".encode("latin-1"), "not UTF-8"),
     ],
 )

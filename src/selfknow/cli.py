@@ -20,6 +20,7 @@ from selfknow.grade import STRATEGIES, accuracy_table
 from selfknow.judge import Judge
 from selfknow.models import ALIASES, DEFAULT_MODEL, cache_dir
 from selfknow.pipeline import STAGES, Run, RunConfig
+from selfknow.stages import read_settings
 
 app = typer.Typer(
     help="selfknow: answers from language models with confidences you can trust.",
@@ -259,7 +260,7 @@ def tune(
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
 ) -> None:
     """Answer, grade, fit every estimator, score and evaluate in a run directory (resumable)."""
-    settings = json.loads(config.read_text()) if config else {}
+    settings = read_settings(config, RunConfig.__dataclass_fields__, "run") if config else {}
     flags = {"model": model, "dataset": dataset, "format": format, "seed": seed, "dtype": dtype, "device": device}
     settings.update({k: v for k, v in flags.items() if v is not None})
     limits = {"train": train_limit, "validation": validation_limit, "test": test_limit}

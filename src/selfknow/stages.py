@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from selfknow.errors import SelfknowError
+from selfknow.reading import read_json
 
 C = TypeVar("C")
 
@@ -43,10 +44,9 @@ def settled_config(directory: Path, config: C | None, load: Callable[[Path], C],
 
 def read_settings(path: str | Path, known: Iterable[str], kind: str) -> dict[str, Any]:
     """A saved config's settings; an unreadable file or an unknown setting is an error naming the file."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise SelfknowError(f"cannot read {kind} config {path}: {err}") from None
+    data = read_json(path, f"{kind} config")
+    if not isinstance(data, dict):
+        raise SelfknowError(f"{path}: the {kind} config must be a JSON object, got {type(data).__name__}")
     unknown = set(data) - set(known)
     if unknown:
         raise SelfknowError(f"{path}: unknown setting(s) {', '.join(sorted(unknown))}")

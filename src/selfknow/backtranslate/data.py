@@ -34,7 +34,8 @@ from selfknow.data.records import iter_jsonl, read_rows, write_rows
 from selfknow.data.splits import rng_for
 from selfknow.errors import DataError
 from selfknow.models import cache_dir
-from selfknow.rag.corpus import factbook_entries, read_text, text_files
+from selfknow.rag.corpus import factbook_entries, text_files
+from selfknow.reading import read_text
 
 
 @dataclass(frozen=True)

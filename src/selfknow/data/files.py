@@ -14,10 +14,11 @@ import re
 from pathlib import Path
 from typing import Any
 
-from selfknow.data.records import LETTERS, SPLITS, Record, iter_jsonl, read_records, readable_file
+from selfknow.data.records import LETTERS, SPLITS, Record, iter_jsonl, read_records
 from selfknow.data.registry import Request, register
 from selfknow.data.splits import as_choice, choice_id, split_of
 from selfknow.errors import DataError
+from selfknow.reading import check_text, read_text
 
 
 def _existing(arg: str | None) -> Path:
@@ -27,24 +28,11 @@ def _existing(arg: str | None) -> Path:
     return path
 
 
-CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # control characters other than tab and newlines
-
-
-def _utf8_text(path: Path) -> str:
-    """The file's text, UTF-8 with or without a BOM; other bytes are a DataError naming the line."""
-    data = readable_file(path).read_bytes()
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x})") from None
-
-
 def _csv_rows(path: Path, width: int | None = None) -> list[tuple[int, list[str]]]:
     """(line, fields) of each non-blank row; all rows have ``width`` fields (default: the first row's), and
-    no field holds a control character (a NUL would go into the prompt)."""
+    every field is text fit for a prompt (no control characters: a NUL would go into it)."""
     rows = []
-    reader = csv.reader(io.StringIO(_utf8_text(path), newline=""), strict=True)
+    reader = csv.reader(io.StringIO(read_text(path), newline=""), strict=True)
     end = 0
     try:
         for row in reader:
@@ -54,10 +42,8 @@ def _csv_rows(path: Path, width: int | None = None) -> list[tuple[int, list[str]
             width = width or len(row)
             if len(row) != width:
                 raise DataError(f"{path}:{start}: malformed CSV: expected {width} fields, got {len(row)}")
-            bad = next((k for k, field in enumerate(row, 1) if CONTROL.search(field)), None)
-            if bad is not None:
-                found = CONTROL.search(row[bad - 1]).group()
-                raise DataError(f"{path}:{start}: field {bad} holds the control character U+{ord(found):04X}")
+            for k, field in enumerate(row, 1):
+                check_text(field, f"{path}:{start}", f"field {k}")
             rows.append((start, row))
     except csv.Error as err:
         raise DataError(f"{path}:{reader.line_num}: malformed CSV ({err})") from None
@@ -94,7 +80,9 @@ def _required(row: dict[str, Any], column: str, what: str, where: str) -> str:
     value = row.get(column)
     if _missing(value):
         raise DataError(f"{where}: column '{column}' has no {what} ({value!r})")
-    return str(value)
+    if isinstance(value, (dict, list, bool)):
+        raise DataError(f"{where}: column '{column}' must be text, got {type(value).__name__}")
+    return check_text(str(value), where, f"column '{column}'")
 
 
 def _check_unique(records: list[Record], path: Path) -> list[Record]:
@@ -202,10 +190,10 @@ def _list(value: Any, where: str, column: str) -> list[str]:
         except json.JSONDecodeError as err:
             raise DataError(f"{where}: column '{column}' is not a JSON list ({err.msg})") from None
     if isinstance(value, str):
-        return [part.strip() for part in value.split("|") if part.strip()]
-    if not isinstance(value, list) or any(_missing(v) for v in value):
+        return [check_text(part.strip(), where, f"column '{column}'") for part in value.split("|") if part.strip()]
+    if not isinstance(value, list) or any(_missing(v) or isinstance(v, (dict, list)) for v in value):
         raise DataError(f"{where}: column '{column}' must be a list of non-empty texts, got {value!r}")
-    return [str(v) for v in value]
+    return [check_text(str(v), where, f"column '{column}'") for v in value]
 
 
 def _row_record(
@@ -313,7 +301,9 @@ def _ct_record(row: dict[str, Any], dataset: str, record_id: str, split: str, wh
     """A choice row (a one-letter target and "Choices:" in the context) gets its options parsed back."""
     context = _required(row, "context", "context", where)
     target = _required(row, "target", "target", where)
-    text = {k: "" if _missing(row.get(k)) else str(row[k]) for k in ("prompt", "target_prompt", "output")}
+    text = {
+        k: "" if _missing(row.get(k)) else _required(row, k, k, where) for k in ("prompt", "target_prompt", "output")
+    }
     correct = _query_label(row.get("query_label"), where)
     letter = target.strip().lower()
     choices, index = None, None

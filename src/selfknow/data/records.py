@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from selfknow.errors import DataError
+from selfknow.reading import MAX_FIELD_CHARS, readable_file
 
 Format = Literal["oe", "choice"]
 FORMATS: tuple[str, ...] = ("oe", "choice")
@@ -100,16 +101,6 @@ class Record:
             raise DataError(f"{where}: {err}") from None
 
 
-def readable_file(path: str | Path) -> Path:
-    """``path`` if it is an existing file; a missing path or a folder is a DataError naming it."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError(f"file not found: {path}")
-    if not path.is_file():
-        raise DataError(f"{path}: a folder (or other non-file) where a file is expected")
-    return path
-
-
 def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line; malformed lines raise DataError naming them."""
     path = readable_file(path)
@@ -121,6 +112,8 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise DataError(f"{path}:{number}: not UTF-8 text") from None
             if not line.strip():
                 continue
+            if len(line) > MAX_FIELD_CHARS * 10:
+                raise DataError(f"{path}:{number}: a line of {len(line):,} characters")
             try:
                 obj = json.loads(line)
             except json.JSONDecodeError as err:

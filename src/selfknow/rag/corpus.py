@@ -21,6 +21,7 @@ from selfknow.data.builtin.countries import country_name, plain_text, profile_te
 from selfknow.data.builtin.facts import package_dir
 from selfknow.data.records import iter_jsonl, read_rows, write_rows
 from selfknow.errors import DataError
+from selfknow.reading import read_text
 
 WORDS = 75  # about 100 tokens of English text
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\n\s*\n")
@@ -163,19 +164,6 @@ def mendeleev_passages(words: int = WORDS) -> list[Passage]:
             sentences.append(_sentence(f"Name origin: {origin}"))
         passages += chunk(name, " ".join(sentences), "mendeleev", f"mendeleev/{name.lower()}", words)
     return passages
-
-
-def read_text(path: Path) -> str:
-    """The file's text, or a DataError naming the file (and line) when it is not UTF-8 or holds only whitespace."""
-    data = path.read_bytes()
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = data[: err.start].count(b"\n") + 1
-        raise DataError(f"{path}:{line}: not UTF-8 text (byte 0x{data[err.start]:02x})") from None
-    if not text.strip():
-        raise DataError(f"{path}: empty file")
-    return text
 
 
 def _document(path: Path, id_prefix: str, words: int) -> list[Passage]:
