@@ -37,7 +37,7 @@ def _csv_rows(path: Path, width: int | None = None) -> list[tuple[int, list[str]
     try:
         for row in reader:
             start, end = end + 1, reader.line_num  # a quoted field may span lines: name the first
-            if not row:
+            if not any(field.strip() for field in row):  # a blank or whitespace-only line
                 continue
             width = width or len(row)
             if len(row) != width:
@@ -82,6 +82,8 @@ def _required(row: dict[str, Any], column: str, what: str, where: str) -> str:
         raise DataError(f"{where}: column '{column}' has no {what} ({value!r})")
     if isinstance(value, (dict, list, bool)):
         raise DataError(f"{where}: column '{column}' must be text, got {type(value).__name__}")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise DataError(f"{where}: column '{column}' holds the number {value}")
     return check_text(str(value), where, f"column '{column}'")
 
 
