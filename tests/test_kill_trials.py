@@ -46,12 +46,16 @@ def without_timings(value):
 
 
 def contents(root: Path, patterns: list[str]) -> dict[str, object]:
-    """Each matching file's text (JSON documents parsed, without timings), keyed by its path under root."""
+    """Each matching file's text (JSON documents parsed, without timings; tensors as bytes), keyed by its path."""
     found = {}
     for pattern in patterns:
         for path in sorted(root.glob(pattern)):
-            text = path.read_text()
-            found[str(path.relative_to(root))] = without_timings(json.loads(text)) if path.suffix == ".json" else text
+            key = str(path.relative_to(root))
+            if path.suffix == ".safetensors":
+                found[key] = path.read_bytes()
+            else:
+                text = path.read_text()
+                found[key] = without_timings(json.loads(text)) if path.suffix == ".json" else text
     return found
 
 
@@ -97,4 +101,19 @@ def test_tune_killed_at_random_resumes_to_the_same_answers_and_scores(tmp_path, 
         assert (tmp_path / name / "evaluation" / "metrics.json").exists()
         assert not list((tmp_path / name).rglob("*.partial-*")) and not list((tmp_path / name).rglob("*.tmp*"))
     assert len(outputs["reference"]) == 3 + 2 + 4 + 4  # answers, scores (validation, test), two files per estimator
+    assert outputs["killed"] == outputs["reference"]
+
+
+def test_elk_run_killed_at_random_resumes_to_the_same_data_model_and_features(tmp_path, tiny_llama_dir):
+    files = ["data/*.jsonl", "training.json", "adapter/*.safetensors", "features/*.safetensors", "evaluation/*.json"]
+    outputs = {}
+    for name in ("reference", "killed"):
+        command = cli("elk", "run", str(tmp_path / name), "-m", str(tiny_llama_dir), "--statements", "400")
+        command += ["--epochs", "1", "--top-layers", "1", "--methods", "lr,dim", "--bootstrap", "20"]
+        if name == "reference":
+            duration = run(command)
+        else:
+            killed_then_finished(command, duration, seed=3)
+        outputs[name] = contents(tmp_path / name, files)
+    assert {"training.json", "evaluation/metrics.json"} <= set(outputs["reference"])
     assert outputs["killed"] == outputs["reference"]
