@@ -123,7 +123,9 @@ def pass_limits(model, *, keep_cache: bool, all_hidden: bool = False) -> tuple[i
     intermediate width dominates) and, with ``all_hidden``, its hidden state at every layer."""
     import torch
 
-    device = model.get_input_embeddings().weight.device
+    from selfknow.models import input_device
+
+    device = input_device(model)
     if device.type != "cuda":
         return CPU_LIMITS
     config = model.config.get_text_config()

@@ -161,19 +161,14 @@ class Answerer:
             return
         generate = items[0][0].format != "choice"
         seqs = [ids for _, _, ids in items]
+        sized_rows, sized_tokens = pass_limits(self.model, keep_cache=generate)
+        max_rows, max_tokens = self.config.batch_size or sized_rows, self.config.max_batch_tokens or sized_tokens
         for group in self._groups(seqs, generate):
             shared = group.prefix_len
             prefix_cache = self._prefix(seqs[group.rows[0]][:shared]) if shared else None
             lengths = [len(s) - shared for s in seqs]
             reserved = shared + (self.config.max_new_tokens if generate else 0)
-            sized_rows, sized_tokens = pass_limits(self.model, keep_cache=generate)
-            for batch in make_batches(
-                group.rows,
-                lengths,
-                max_rows=self.config.batch_size or sized_rows,
-                max_tokens=self.config.max_batch_tokens or sized_tokens,
-                reserved=reserved,
-            ):
+            for batch in make_batches(group.rows, lengths, max_rows=max_rows, max_tokens=max_tokens, reserved=reserved):
                 rows = [items[i] for i in batch.rows]
                 logits, cache, mask, last = self._prefill(
                     [seqs[i][shared:] for i in batch.rows], batch.width, shared, prefix_cache, keep_cache=generate

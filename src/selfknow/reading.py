@@ -16,6 +16,7 @@ from selfknow.errors import DataError
 
 CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")  # control characters other than tab, LF and CR
 MAX_FIELD_CHARS = 100_000  # a question, answer or passage longer than this is a broken file, not a question
+MAX_LINE_CHARS = 10 * MAX_FIELD_CHARS  # a JSONL line: a record with a few such fields
 MAX_FILE_BYTES = 4 << 30
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from selfknow.errors import DataError
-from selfknow.reading import MAX_FIELD_CHARS, readable_file
+from selfknow.reading import MAX_LINE_CHARS, readable_file
 
 Format = Literal["oe", "choice"]
 FORMATS: tuple[str, ...] = ("oe", "choice")
@@ -112,7 +112,7 @@ def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise DataError(f"{path}:{number}: not UTF-8 text") from None
             if not line.strip():
                 continue
-            if len(line) > MAX_FIELD_CHARS * 10:
+            if len(line) > MAX_LINE_CHARS:
                 raise DataError(f"{path}:{number}: a line of {len(line):,} characters")
             try:
                 obj = json.loads(line)
