@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+import torch
 
 from selfknow.answer import AnswerConfig, answer_records
 from selfknow.ask import Asker
@@ -192,3 +193,20 @@ def test_tune_from_the_command_line_in_bfloat16_runs_every_stage(
     assert "best on validation" in stdout
     code, _, stderr = run_cli(monkeypatch, capsys, *args[:-4], "--dtype", "float32")
     assert code != 0 and "dtype" in stderr  # a bf16 run is not resumed in another dtype
+
+
+def test_transfer_after_fitting_answers_with_the_base_model(tiny_llama_dir, dataset, tmp_path):
+    """Estimators fitted in this process leave adapters in the model; a later transfer still answers with the
+    base model, as a fresh process would."""
+    run = Run(tmp_path / "run", config(tiny_llama_dir, dataset), progress=False)
+    run.run()
+    for name, parameter in run.context.lm.named_parameters():  # make the ct adapter, if it were on, visible
+        if "lora_B" in name:
+            parameter.data.normal_(std=2.0, generator=torch.Generator().manual_seed(0))
+    run.transfer(f"jsonl:{dataset}", name="same-process", split="validation")
+    Run(tmp_path / "run", progress=False).transfer(f"jsonl:{dataset}", name="fresh", split="validation")
+    outputs = {
+        name: [r.output for r in read_records(tmp_path / "run" / "transfer" / name / "answers.jsonl")]
+        for name in ("same-process", "fresh")
+    }
+    assert outputs["same-process"] == outputs["fresh"]

@@ -17,7 +17,8 @@ import json
 import math
 import platform
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -35,7 +36,7 @@ from selfknow.data.records import Record, read_records, write_records
 from selfknow.distributed import process_state
 from selfknow.errors import SelfknowError
 from selfknow.metrics import evaluate_scores
-from selfknow.models import DEFAULT_MODEL
+from selfknow.models import DEFAULT_MODEL, adapters_off
 from selfknow.report import write_report
 from selfknow.stages import read_settings, run_stages
 
@@ -194,26 +195,33 @@ class Run:
     def run(self, stages: Sequence[str] = STAGES) -> dict[str, Any] | None:
         return run_stages(self, stages, STAGES)
 
+    @contextmanager
+    def _base_model(self) -> Iterator[tuple[Any, Any]]:
+        """The model with every adapter off, and its tokenizer: answers come from the base model even after
+        estimators fitted or loaded in this process attached theirs."""
+        with adapters_off(self.context.lm) as base:
+            yield base, self.context.tokenizer
+
     def answer(self) -> None:
         config = self.config
         for split in SPLITS:
             if self.answers(split).exists():
                 continue
-            model, tokenizer = self.context.model_and_tokenizer
-            answer_dataset(
-                config.dataset,
-                output=self.answers(split),
-                model=config.model,
-                split=split,
-                format=config.format,
-                kshot=config.kshot,
-                chat=config.chat,
-                limit=config.limits.get(split),
-                seed=config.seed,
-                config=AnswerConfig(max_new_tokens=config.max_new_tokens),
-                progress=self.progress,
-                loaded=(model, tokenizer),
-            )
+            with self._base_model() as loaded:
+                answer_dataset(
+                    config.dataset,
+                    output=self.answers(split),
+                    model=config.model,
+                    split=split,
+                    format=config.format,
+                    kshot=config.kshot,
+                    chat=config.chat,
+                    limit=config.limits.get(split),
+                    seed=config.seed,
+                    config=AnswerConfig(max_new_tokens=config.max_new_tokens),
+                    progress=self.progress,
+                    loaded=loaded,
+                )
 
     def grade(self) -> None:
         for split in SPLITS:
@@ -365,20 +373,21 @@ class Run:
         config, out = self.config, self.dir / "transfer" / name
         answers, scored = out / "answers.jsonl", out / "scores.jsonl"
         if not answers.exists():
-            answer_dataset(
-                dataset,
-                output=answers,
-                model=config.model,
-                split=split,
-                format=format or config.format,
-                kshot=config.kshot if kshot is None else kshot,
-                chat=config.chat,
-                limit=limit,
-                seed=config.seed,
-                config=AnswerConfig(max_new_tokens=config.max_new_tokens),
-                progress=self.progress,
-                loaded=self.context.model_and_tokenizer,
-            )
+            with self._base_model() as loaded:
+                answer_dataset(
+                    dataset,
+                    output=answers,
+                    model=config.model,
+                    split=split,
+                    format=format or config.format,
+                    kshot=config.kshot if kshot is None else kshot,
+                    chat=config.chat,
+                    limit=limit,
+                    seed=config.seed,
+                    config=AnswerConfig(max_new_tokens=config.max_new_tokens),
+                    progress=self.progress,
+                    loaded=loaded,
+                )
         if self.writer and any(r.correct is None for r in read_records(answers)):
             grade_file(answers, progress=self.progress)
         self._synced()

@@ -207,10 +207,8 @@ class Verbal(Estimator):
             for r in records
         ]
         config = AnswerConfig(max_new_tokens=self.config["max_new_tokens"])
-        with adapters_off(context.lm):  # the base model's reply, even after a tuned estimator added an adapter
-            answered, _ = answer_records(
-                context.model, context.tokenizer, queries, config=config, progress=context.progress
-            )
+        with adapters_off(context.lm) as base:  # the base model's reply, even after a tuned estimator's adapter
+            answered, _ = answer_records(base, context.tokenizer, queries, config=config, progress=context.progress)
         return [r.output or "" for r in answered]
 
     def score(self, records: Sequence[Record], context: Context) -> np.ndarray:
