@@ -21,6 +21,7 @@ from selfknow.judge import Judge
 from selfknow.models import ALIASES, DEFAULT_MODEL, cache_dir
 from selfknow.pipeline import STAGES, Run, RunConfig
 from selfknow.stages import read_settings
+from selfknow.writing import storage_problem
 
 app = typer.Typer(
     help="selfknow: answers from language models with confidences you can trust.",
@@ -629,6 +630,12 @@ def main() -> None:
         app()
     except SelfknowError as err:
         print(f"error: {err}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as err:  # a full disk or a read-only folder met by a library's own writer (Trainer, PEFT)
+        reason = storage_problem(err)
+        if reason is None:
+            raise
+        print(f"error: {err.filename or 'a file'}: {reason}; the files finished before are intact", file=sys.stderr)
         sys.exit(1)
 
 

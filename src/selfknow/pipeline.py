@@ -30,6 +30,7 @@ from selfknow import __version__
 from selfknow.abstention import AbstentionThreshold, choose_threshold, selective_risk
 from selfknow.answer import AnswerConfig
 from selfknow.api import answer_dataset, grade_file
+from selfknow.checkpoints import removed_after_saving
 from selfknow.confidence import ESTIMATORS, Context, Estimator, labels
 from selfknow.confidence.scaling import fit_scaler, scaler_from_dict
 from selfknow.data.records import Record, read_records, write_records
@@ -39,6 +40,7 @@ from selfknow.metrics import evaluate_scores
 from selfknow.models import DEFAULT_MODEL, adapters_off
 from selfknow.report import write_report
 from selfknow.stages import read_settings, run_stages
+from selfknow.writing import write_json, write_text
 
 SPLITS = ("train", "validation", "test")
 STAGES = ("answer", "grade", "fit", "score", "evaluate")
@@ -160,7 +162,7 @@ class Run:
         self.dir.mkdir(parents=True, exist_ok=True)
         text = json.dumps(asdict(self.config), indent=2) + "\n"
         if self.writer and (not saved.exists() or saved.read_text() != text):
-            saved.write_text(text)
+            write_text(saved, text)
 
     @property
     def writer(self) -> bool:
@@ -177,6 +179,7 @@ class Run:
         return Context(
             self.config.model,
             cache_dir=self.dir / "features",
+            checkpoint_dir=self.dir / "checkpoints",
             seed=self.config.seed,
             dtype=self.config.dtype,
             device=self.config.device,
@@ -254,17 +257,18 @@ class Run:
             if (directory / "scalers.json").exists():
                 continue
             estimator = ESTIMATORS[name](**self.config.options.get(name, {}))
-            estimator.fit(train, validation, self.context)
-            raw = estimator.score(validation, self.context)
-            scalers = {
-                method: fit_scaler("temperature" if method == "ts" else "platt", raw, labels(validation)).to_dict()
-                for method in SCALINGS
-            }
-            if self.writer:
-                estimator.save(directory)
-                self._store_scores("validation", name, raw, scalers)
-                (directory / "scalers.json").write_text(json.dumps(scalers, indent=2))
-            self._synced()
+            with removed_after_saving(self.context.checkpoints(name) if self.writer else None):
+                estimator.fit(train, validation, self.context)
+                raw = estimator.score(validation, self.context)
+                scalers = {
+                    method: fit_scaler("temperature" if method == "ts" else "platt", raw, labels(validation)).to_dict()
+                    for method in SCALINGS
+                }
+                if self.writer:
+                    estimator.save(directory)
+                    self._store_scores("validation", name, raw, scalers)
+                    write_json(directory / "scalers.json", scalers)
+                self._synced()
 
     def _scored(self, split: str) -> list[Record]:
         path = self.scores(split)
@@ -324,7 +328,7 @@ class Run:
         summary = {"target_risk": risk, "delta": delta, "test_records": len(test), "estimators": rows}
         out = self.dir / "evaluation" / "abstention.json"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(summary, indent=2, default=float, allow_nan=False) + "\n")
+        write_json(out, summary, default=float, allow_nan=False)
         return summary
 
     def evaluate(self) -> dict[str, Any] | None:
@@ -354,7 +358,7 @@ class Run:
             "metrics": results,
         }
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+        write_json(out / "metrics.json", summary, default=float)
         write_report(out, results, scores, correct, groups, title=title, plotted=_plotted(names, best))
         return summary
 

@@ -18,6 +18,7 @@ from matplotlib.figure import Figure
 
 from selfknow.errors import DataError
 from selfknow.metrics import METRICS, auroc, brier, ece, reliability_bins, risk_coverage_curve
+from selfknow.writing import write_text
 
 COLUMNS = {
     "ece": "ECE ↓",
@@ -185,5 +186,5 @@ def write_report(
         "\n".join(f"- **{name}**: {definition}" for name, definition in METRICS.items()),
     ]
     report = out / "report.md"
-    report.write_text("\n\n".join(parts) + "\n")
+    write_text(report, "\n\n".join(parts) + "\n")
     return {"report": report, **plots}

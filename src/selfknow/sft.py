@@ -12,13 +12,13 @@ backtranslation's backward and forward models.
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer
 
+from selfknow.checkpoints import CheckpointedTrainer, train_resuming, training_folder
 from selfknow.confidence.tuning import output_logits, quiet, training_arguments
 
 IGNORE_INDEX = -100
@@ -60,7 +60,7 @@ def collate_rows(pad_id: int):
     return collate
 
 
-class MaskedTrainer(Trainer):
+class MaskedTrainer(CheckpointedTrainer):
     """Mean cross-entropy over the supervised next tokens, with logits only at those positions."""
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -84,11 +84,13 @@ def fit(
     seed: int,
     progress: bool = False,
     trainer_class: type[MaskedTrainer] = MaskedTrainer,
+    checkpoints: Path | None = None,
     **trainer_attributes,
 ) -> dict:
     """Train ``peft_model``'s trainable parameters on ``rows`` (linear decay, 3% warm-up, batches of similar
-    length); returns the run's numbers. ``trainer_attributes`` are set on the trainer before training."""
-    with tempfile.TemporaryDirectory() as scratch:
+    length); returns the run's numbers. ``trainer_attributes`` are set on the trainer before training. With a
+    ``checkpoints`` folder, a killed training resumes from its last checkpoint there."""
+    with training_folder(checkpoints) as scratch:
         steps = math.ceil(len(rows) / batch_size) * epochs
         args = training_arguments(
             scratch, batch_size, epochs, lr, seed, progress, peft_model,
@@ -102,7 +104,7 @@ def fit(
         for name, value in trainer_attributes.items():
             setattr(trainer, name, value)
         quiet(trainer)
-        result = trainer.train()
+        result = train_resuming(trainer, checkpoints is not None)
     peft_model.eval()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {

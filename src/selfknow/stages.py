@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 
 from selfknow.errors import SelfknowError
 from selfknow.reading import read_json
+from selfknow.writing import write_json
 
 C = TypeVar("C")
 
@@ -38,7 +39,7 @@ def settled_config(directory: Path, config: C | None, load: Callable[[Path], C],
     if config is None:
         raise SelfknowError(f"{directory} is not {kind} directory (no config.json)")
     directory.mkdir(parents=True, exist_ok=True)
-    saved.write_text(json.dumps(asdict(config), indent=2) + "\n")
+    write_json(saved, asdict(config))
     return config
 
 
@@ -61,5 +62,5 @@ def save_evaluation(directory: Path, summary: dict[str, Any], write_report: Call
             summary[name.removesuffix(".json")] = json.loads((directory / name).read_text())
     out = directory / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    write_json(out / "metrics.json", summary, default=float)
     write_report(out, summary)

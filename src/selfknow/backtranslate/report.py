@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from selfknow.rag.report import ci, number
+from selfknow.writing import write_text
 
 
 def _backward(summary: dict[str, Any]) -> list[str]:
@@ -65,7 +66,7 @@ def write_backtranslate_report(directory: Path, summary: dict[str, Any]) -> Path
         "```json\n" + json.dumps(summary["data table"], indent=1) + "\n```",
     ]
     path = directory / "report.md"
-    path.write_text(_join(parts))
+    write_text(path, _join(parts))
     return path
 
 

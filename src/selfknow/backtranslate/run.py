@@ -19,7 +19,6 @@ Layout::
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 import time
 from collections import Counter
@@ -50,10 +49,12 @@ from selfknow.backtranslate.data import (
 )
 from selfknow.backtranslate.prompts import ASSISTANT_TAG, WEB_TAG
 from selfknow.backtranslate.tuning import Example, LoraSettings, backward_rows, forward_rows, train_lora
+from selfknow.checkpoints import removed_after_saving
 from selfknow.data.splits import rng_for
 from selfknow.errors import DataError, SelfknowError
 from selfknow.models import DEFAULT_MODEL, load_model
 from selfknow.stages import read_settings, run_stages, settled_config
+from selfknow.writing import place_folder, write_json
 
 STAGES = ("data", "backward", "augment", "curate", "train", "evaluate")
 SEED_SOURCES = ("python-faq", "debian-faq")
@@ -137,7 +138,7 @@ class BacktranslateRun:
         path = self.dir / name
         numbers = json.loads(path.read_text()) if path.exists() else {}
         numbers[key] = value
-        path.write_text(json.dumps(numbers, indent=2, default=float) + "\n")
+        write_json(path, numbers, default=float)
 
     def _timed(self, stage: str, start: float) -> None:
         self._record("timings.json", stage, round(time.perf_counter() - start, 1))
@@ -178,7 +179,7 @@ class BacktranslateRun:
             "pool segments": dict(Counter(s.source for s in kept)),
             "licences": {s: LICENCES[s] for s in sorted(sources) if s in LICENCES},
         }
-        (self.dir / "data.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(self.dir / "data.json", summary)
 
     def seed(self) -> list[Pair]:
         return read_pairs(self.dir / "seed.jsonl")
@@ -200,13 +201,15 @@ class BacktranslateRun:
             return
         model, tokenizer = self.base()
         lora = LoraSettings(**{**settings, "targets": tuple(settings["targets"]), "seed": self.config.seed})
-        peft_model, numbers = train_lora(model, tokenizer, rows, lora, progress=self.progress)
-        with tempfile.TemporaryDirectory(dir=self.dir) as scratch:
-            peft_model.save_pretrained(scratch)
-            shutil.rmtree(self.adapter(name), ignore_errors=True)
-            shutil.copytree(scratch, self.adapter(name))
+        with removed_after_saving(self.dir / "checkpoints" / name) as checkpoints:
+            peft_model, numbers = train_lora(
+                model, tokenizer, rows, lora, progress=self.progress, checkpoints=checkpoints
+            )
+            self._record("training.json", name, numbers)  # before the adapter, whose presence marks the stage done
+            with tempfile.TemporaryDirectory(dir=self.dir) as scratch:
+                peft_model.save_pretrained(scratch)
+                place_folder(scratch, self.adapter(name))
         self._model = (peft_model.unload(), tokenizer)
-        self._record("training.json", name, numbers)
 
     def with_adapter(self, name: str):
         """The base model with adapter ``name`` on, and the tokenizer; ``.unload()`` the model when done."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
@@ -82,9 +83,18 @@ def forward_rows(tokenizer, examples: Sequence[Example], max_response_tokens: in
     return rows
 
 
-def train_lora(model, tokenizer, rows: Sequence[Row], settings: LoraSettings, *, progress: bool = False):
-    """A fresh LoRA adapter on ``model`` trained on ``rows``; returns (peft_model, numbers). ``peft_model.unload()``
-    gives the untouched base model back for the next adapter."""
+def train_lora(
+    model,
+    tokenizer,
+    rows: Sequence[Row],
+    settings: LoraSettings,
+    *,
+    progress: bool = False,
+    checkpoints: Path | None = None,
+):
+    """A fresh LoRA adapter on ``model`` trained on ``rows`` (resuming from ``checkpoints`` when a killed run
+    left one); returns (peft_model, numbers). ``peft_model.unload()`` gives the untouched base model back for
+    the next adapter."""
     config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
@@ -98,7 +108,7 @@ def train_lora(model, tokenizer, rows: Sequence[Row], settings: LoraSettings, *,
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     numbers = fit(
         peft_model, rows, pad_id=pad, batch_size=settings.batch_size, epochs=settings.epochs, lr=settings.lr,
-        seed=settings.seed, progress=progress,
+        seed=settings.seed, progress=progress, checkpoints=checkpoints,
     )  # fmt: skip
     return peft_model, {**numbers, "settings": settings.to_dict()}
 

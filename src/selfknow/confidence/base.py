@@ -17,10 +17,11 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from selfknow.data.records import Record
 from selfknow.errors import DataError, SelfknowError
+from selfknow.writing import save_tensors, write_json
 
 ESTIMATORS: dict[str, type[Estimator]] = {}
 
@@ -45,7 +46,8 @@ def labels(records: Sequence[Record]) -> np.ndarray:
 
 
 class Context:
-    """What estimators share in one process: the model (loaded on first use), a seed, a cache folder."""
+    """What estimators share in one process: the model (loaded on first use), a seed, a cache folder, and a
+    folder for training checkpoints (a killed training resumes from them)."""
 
     def __init__(
         self,
@@ -54,6 +56,7 @@ class Context:
         model: Any = None,
         tokenizer: Any = None,
         cache_dir: str | Path | None = None,
+        checkpoint_dir: str | Path | None = None,
         seed: int = 0,
         dtype: str = "auto",
         device: str = "auto",
@@ -63,6 +66,7 @@ class Context:
         self.model_spec, self.seed, self.dtype, self.device, self.progress = model_spec, seed, dtype, device, progress
         self.trust_remote_code = trust_remote_code
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
         if model is not None:
             self.__dict__["model_and_tokenizer"] = (model, tokenizer)
 
@@ -73,6 +77,10 @@ class Context:
         return load_model(
             self.model_spec, dtype=self.dtype, device=self.device, trust_remote_code=self.trust_remote_code
         )
+
+    def checkpoints(self, name: str) -> Path | None:
+        """Where estimator ``name`` keeps its training checkpoints, if this context keeps any."""
+        return self.checkpoint_dir / name if self.checkpoint_dir is not None else None
 
     @property
     def model(self):
@@ -133,9 +141,9 @@ class Estimator:
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        (directory / "estimator.json").write_text(json.dumps({"estimator": self.name, "config": self.config}, indent=2))
+        write_json(directory / "estimator.json", {"estimator": self.name, "config": self.config})
         if self.arrays:
-            save_file({k: v.contiguous() for k, v in self.arrays.items()}, directory / "arrays.safetensors")
+            save_tensors(directory / "arrays.safetensors", self.arrays)
 
     @classmethod
     def load(cls, directory: str | Path) -> Estimator:

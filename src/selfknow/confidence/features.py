@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 from accelerate.utils import gather_object
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
 from selfknow.batching import make_batches, pass_limits
 from selfknow.confidence.base import Context
@@ -26,6 +26,7 @@ from selfknow.distributed import process_state
 from selfknow.engine import left_pad
 from selfknow.models import adapters_off, input_device
 from selfknow.progress import token_progress
+from selfknow.writing import save_tensors
 
 
 @dataclass
@@ -152,7 +153,6 @@ def base_query_features(records: Sequence[Record], context: Context, style: str 
         features = forward_queries(context.lm, context.tokenizer, queries, hidden=True, progress=context.progress)
     state = process_state()
     if path is not None and state.is_main_process:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file({"option_logits": features.option_logits, "hidden": features.hidden}, str(path))
+        save_tensors(path, {"option_logits": features.option_logits, "hidden": features.hidden})
     state.wait_for_everyone()
     return features

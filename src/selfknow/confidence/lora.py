@@ -32,6 +32,7 @@ from selfknow.confidence.tuning import (
 )
 from selfknow.data.records import Record
 from selfknow.errors import SelfknowError
+from selfknow.writing import place_folder
 
 _TUNING_FIELDS = {f.name for f in fields(TuningConfig)}
 
@@ -65,18 +66,17 @@ class _Tuned(Estimator):
             cache_queries(peft_model, tokenizer, q, labels(rs), tuning, progress=context.progress)
             for q, rs in ((queries_train, train), (queries_val, validation))
         ]
-        with tempfile.TemporaryDirectory() as scratch:
-            result = train_adapter(
-                peft_model,
-                self.name,
-                options,
-                CachedQueries(cache[0]),
-                CachedQueries(cache[1]),
-                tuning,
-                scratch,
-                head=self._head,
-                progress=context.progress,
-            )
+        result = train_adapter(
+            peft_model,
+            self.name,
+            options,
+            CachedQueries(cache[0]),
+            CachedQueries(cache[1]),
+            tuning,
+            head=self._head,
+            progress=context.progress,
+            checkpoints=context.checkpoints(self.name),
+        )
         self.config.update(tuning.to_dict(), options=list(options), model=context.model_spec, training=result)
         if self._head is not None:
             self.arrays = {f"head.{k}": v.detach().cpu().clone() for k, v in self._head.state_dict().items()}
@@ -108,8 +108,7 @@ class _Tuned(Estimator):
         with tempfile.TemporaryDirectory() as scratch:
             self._peft_model.save_pretrained(scratch, selected_adapters=[self.name])
             saved = Path(scratch) / self.name if (Path(scratch) / self.name).exists() else Path(scratch)
-            shutil.rmtree(target, ignore_errors=True)
-            shutil.copytree(saved, target)
+            place_folder(saved, target)
 
     def restore(self, directory: Path) -> None:
         self._adapter_dir = directory / "adapter"

@@ -20,18 +20,22 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import math
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from accelerate.utils import gather_object
 from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dict
+from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments
 
 from selfknow.batching import make_batches, pass_limits
+from selfknow.checkpoints import CheckpointedTrainer, train_resuming, training_folder
 from selfknow.confidence.query import QueryText, option_ids
 from selfknow.distributed import process_state
 from selfknow.engine import left_pad
@@ -276,7 +280,7 @@ def cache_queries(
     return [items[i] for i in range(len(queries))]
 
 
-class CalibrationTrainer(Trainer):
+class CalibrationTrainer(CheckpointedTrainer):
     """The calibration loss as a ``compute_loss`` override (cross-entropy + weighted divergence)."""
 
     def __init__(self, *args, tuning: TuningConfig, **kwargs):
@@ -318,6 +322,24 @@ class _KeepBest(TrainerCallback):
                 copy.deepcopy(self.calibration.head.state_dict()) if self.calibration.head else None,
             )
 
+    def save_state(self, folder: Path) -> None:
+        """The best epoch so far and the validation history, into a checkpoint (so a resumed run keeps them)."""
+        (folder / "keep_best.json").write_text(json.dumps({"best_nll": self.best_nll, "history": self.history}))
+        if self.best_state is not None:
+            adapter, head = self.best_state
+            tensors = {f"adapter.{k}": v for k, v in adapter.items()}
+            tensors |= {f"head.{k}": v for k, v in (head or {}).items()}
+            save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, folder / "keep_best.safetensors")
+
+    def load_state(self, folder: Path) -> None:
+        saved = json.loads((folder / "keep_best.json").read_text())
+        self.best_nll, self.history = saved["best_nll"], saved["history"]
+        if (folder / "keep_best.safetensors").exists():
+            tensors = load_file(folder / "keep_best.safetensors")
+            adapter = {k.removeprefix("adapter."): v for k, v in tensors.items() if k.startswith("adapter.")}
+            head = {k.removeprefix("head."): v for k, v in tensors.items() if k.startswith("head.")}
+            self.best_state = (adapter, head if self.calibration.head is not None else None)
+
     def restore(self) -> None:
         if self.best_state is not None:
             set_peft_model_state_dict(self.calibration.peft_model, self.best_state[0], adapter_name=self.adapter)
@@ -357,7 +379,8 @@ def make_head(hidden_size: int) -> nn.Module:
 def training_arguments(
     output_dir: str, batch_size: int, epochs: float, lr: float, seed: int, progress: bool, model, **overrides
 ) -> TrainingArguments:
-    """The settings every selfknow training loop shares: no checkpoints, no evaluation loop, no reporting
+    """The settings every selfknow training loop shares: checkpoints only when asked (see
+    :mod:`selfknow.checkpoints`), no evaluation loop, no reporting
     services, no weight decay, and training where ``model`` is (a model on the CPU stays there even when a
     GPU is visible); ``overrides`` for the rest."""
     settings = {
@@ -394,27 +417,30 @@ def train_adapter(
     train: CachedQueries,
     validation: CachedQueries,
     config: TuningConfig,
-    output_dir: str,
     head: nn.Module | None = None,
     progress: bool = False,
+    checkpoints: Path | None = None,
 ) -> dict:
     """Train the named adapter (and head) with the calibration loss, keeping the epoch with the best
-    validation NLL; returns the run's numbers."""
+    validation NLL; returns the run's numbers. With a ``checkpoints`` folder, a killed training resumes from
+    its last checkpoint there."""
     for name, parameter in peft_model.named_parameters():
         parameter.requires_grad = "lora_" in name and f".{adapter}." in name
     if head is not None:
         head.requires_grad_(True)
     calibration = CalibrationModel(peft_model, start_layer(peft_model, config), options, head)
-    args = training_arguments(
-        output_dir, config.batch_size, config.epochs, config.lr, config.seed, progress, peft_model,
-        lr_scheduler_type="cosine",
-    )  # fmt: skip
     keep_best = _KeepBest(calibration, validation, adapter, config.batch_size)
-    trainer = CalibrationTrainer(
-        model=calibration, args=args, train_dataset=train, data_collator=collate, callbacks=[keep_best], tuning=config
-    )
-    quiet(trainer)
-    result = trainer.train()
+    with training_folder(checkpoints) as output_dir:
+        args = training_arguments(
+            output_dir, config.batch_size, config.epochs, config.lr, config.seed, progress, peft_model,
+            lr_scheduler_type="cosine",
+        )  # fmt: skip
+        trainer = CalibrationTrainer(
+            model=calibration, args=args, train_dataset=train, data_collator=collate, callbacks=[keep_best],
+            tuning=config,
+        )  # fmt: skip
+        quiet(trainer)
+        result = train_resuming(trainer, checkpoints is not None)
     keep_best.restore()
     peft_model.eval()
     return {

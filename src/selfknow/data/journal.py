@@ -15,6 +15,7 @@ from pathlib import Path
 
 from selfknow.data.records import Record, write_records
 from selfknow.errors import DataError
+from selfknow.writing import write_error
 
 
 def _journal_paths(output: Path) -> list[Path]:
@@ -56,14 +57,18 @@ class Journal:
         return found
 
     def append(self, records: Iterable[Record]) -> None:
-        """Append and fsync, so what is reported done survives a kill."""
-        if self.path.exists():
-            _repair(self.path)
-        with self.path.open("a", encoding="utf-8") as handle:
-            for record in records:
-                handle.write(record.to_json() + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
+        """Append and fsync, so what is reported done survives a kill (a full disk leaves a torn last line,
+        dropped by the next run)."""
+        try:
+            if self.path.exists():
+                _repair(self.path)
+            with self.path.open("a", encoding="utf-8") as handle:
+                for record in records:
+                    handle.write(record.to_json() + "\n")
+                handle.flush()
+                os.fsync(handle.fileno())
+        except OSError as err:
+            raise write_error(self.path, err) from None
 
     def finish(self, order: Sequence[str]) -> list[Record]:
         """Merge every journal into the output in ``order`` and delete the journals."""

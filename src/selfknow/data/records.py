@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, Literal, TypeVar
 
 from selfknow.errors import DataError
 from selfknow.reading import MAX_LINE_CHARS, readable_file
+from selfknow.writing import write_lines
 
 Format = Literal["oe", "choice"]
 FORMATS: tuple[str, ...] = ("oe", "choice")
@@ -135,27 +135,14 @@ def read_records(path: str | Path) -> list[Record]:
     return records
 
 
-def _write_lines(path: str | Path, lines: Iterable[str]) -> None:
-    """Write atomically (temporary file, then rename), so a crash never leaves a half-written file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        for line in lines:
-            handle.write(line + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
-    tmp.replace(path)
-
-
 def write_records(path: str | Path, records: Iterable[Record]) -> None:
     """Records as JSONL, written atomically."""
-    _write_lines(path, (record.to_json() for record in records))
+    write_lines(path, (record.to_json() for record in records))
 
 
 def write_rows(path: str | Path, rows: Iterable[Any]) -> None:
     """Dataclass instances as JSONL, one per line, written atomically."""
-    _write_lines(path, (json.dumps(dataclasses.asdict(row), ensure_ascii=False) for row in rows))
+    write_lines(path, (json.dumps(dataclasses.asdict(row), ensure_ascii=False) for row in rows))
 
 
 def read_rows(path: str | Path, cls: type[T], what: str) -> list[T]:

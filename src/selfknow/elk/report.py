@@ -10,6 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from selfknow.writing import write_text
+
 
 def _f(value: float) -> str:
     return "—" if value is None or value != value else f"{value:.3f}"
@@ -57,7 +59,7 @@ def write_elk_report(out: Path, summary: dict[str, Any]) -> None:
         parts += ["", "Quirky model's agreement with each character's labels on the test split:", ""]
         parts += ["| context | agreement |", "|---|---|"]
         parts += [f"| {k} | {_f(v)} |" for k, v in summary["training"]["agreement_on_test"].items()]
-    (out / "report.md").write_text("\n".join(parts) + "\n")
+    write_text(out / "report.md", "\n".join(parts) + "\n")
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for method, row in summary["methods"].items():

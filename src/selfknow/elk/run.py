@@ -16,7 +16,6 @@ split's populations (AE, AH, BH), against both characters' labels (Mallen & Belr
 from __future__ import annotations
 
 import json
-import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -26,8 +25,9 @@ from typing import Any
 import numpy as np
 import torch
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
+from selfknow.checkpoints import removed_after_saving
 from selfknow.confidence.base import Context
 from selfknow.confidence.features import forward_queries
 from selfknow.confidence.tuning import TuningConfig, num_layers
@@ -37,6 +37,7 @@ from selfknow.elk.report import write_elk_report
 from selfknow.elk.training import agreement, encode, train_quirky
 from selfknow.errors import SelfknowError
 from selfknow.stages import read_settings, run_stages, settled_config
+from selfknow.writing import place_folder, save_tensors, write_json
 
 STAGES = ("data", "train", "extract", "evaluate")
 ADAPTER = "quirky"
@@ -116,20 +117,21 @@ class ElkRun:
         train = balance(select(examples, split="train"), seed=42)
         validation = balance(select(examples, split="validation"), seed=42)
         peft_model = self.quirky_model(fresh=True)
-        numbers = train_quirky(
-            peft_model, ADAPTER, self.context.tokenizer, train, validation, self.tuning(), progress=self.progress
-        )
-        with tempfile.TemporaryDirectory(dir=self.dir) as scratch:
-            peft_model.save_pretrained(scratch, selected_adapters=[ADAPTER])
-            saved = Path(scratch) / ADAPTER if (Path(scratch) / ADAPTER).exists() else Path(scratch)
-            shutil.rmtree(self.dir / "adapter", ignore_errors=True)  # left by a run killed before training.json
-            shutil.copytree(saved, self.dir / "adapter")
-        self._extract("test", examples)  # the model's answers come with the test features: one pass for both
-        ids, arrays = self.load_features("test")
-        by_id = {e.id: e for e in examples}
-        said = arrays["log_odds"]
-        numbers |= {"train_examples": len(train), "agreement_on_test": agreement(said, [by_id[i] for i in ids])}
-        report.write_text(json.dumps(numbers, indent=2) + "\n")
+        with removed_after_saving(self.dir / "checkpoints") as checkpoints:
+            numbers = train_quirky(
+                peft_model, ADAPTER, self.context.tokenizer, train, validation, self.tuning(),
+                progress=self.progress, checkpoints=checkpoints,
+            )  # fmt: skip
+            with tempfile.TemporaryDirectory(dir=self.dir) as scratch:
+                peft_model.save_pretrained(scratch, selected_adapters=[ADAPTER])
+                saved = Path(scratch) / ADAPTER if (Path(scratch) / ADAPTER).exists() else Path(scratch)
+                place_folder(saved, self.dir / "adapter")
+            self._extract("test", examples)  # the model's answers come with the test features: one pass for both
+            ids, arrays = self.load_features("test")
+            by_id = {e.id: e for e in examples}
+            said = arrays["log_odds"]
+            numbers |= {"train_examples": len(train), "agreement_on_test": agreement(said, [by_id[i] for i in ids])}
+            write_json(report, numbers)
         return numbers
 
     def features_path(self, split: str) -> Path:
@@ -156,14 +158,13 @@ class ElkRun:
             options=encoded.options,
             progress=self.progress,
         )
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(
+        save_tensors(
+            path,
             {
-                "hidden": features.hidden[:, 1:].contiguous(),  # the embeddings carry no answer
-                "contrast": features.contrast[:, 1:].contiguous(),
+                "hidden": features.hidden[:, 1:],  # the embeddings carry no answer
+                "contrast": features.contrast[:, 1:],
                 "log_odds": features.option_logits[:, 1] - features.option_logits[:, 0],
             },
-            str(path),
             metadata={"ids": json.dumps([e.id for e in chosen])},
         )
 
@@ -185,6 +186,6 @@ class ElkRun:
             summary["training"] = json.loads(training.read_text())
         out = self.dir / "evaluation"
         out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+        write_json(out / "metrics.json", summary, default=float)
         write_elk_report(out, summary)
         return summary

@@ -9,9 +9,9 @@ adapter is saved in plain PEFT format.
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -59,9 +59,10 @@ def train_quirky(
     config: TuningConfig,
     *,
     progress: bool = False,
+    checkpoints: Path | None = None,
 ) -> dict:
     """Train the named adapter on the characters' labels; returns the training numbers (best epoch on
-    validation NLL)."""
+    validation NLL). With a ``checkpoints`` folder, a killed training resumes from its last checkpoint."""
     cached = []
     for examples in (train, validation):
         encoded = encode(examples, tokenizer)
@@ -72,17 +73,16 @@ def train_quirky(
                     peft_model, tokenizer, encoded.queries, labels, config, options=encoded.options, progress=progress
                 )
             )
-    with tempfile.TemporaryDirectory() as scratch:
-        return train_adapter(
-            peft_model,
-            adapter,
-            encode(train[:1], tokenizer).options[0],  # the shared pair is unused: every example has its own
-            CachedQueries(cached[0]),
-            CachedQueries(cached[1]),
-            config,
-            scratch,
-            progress=progress,
-        )
+    return train_adapter(
+        peft_model,
+        adapter,
+        encode(train[:1], tokenizer).options[0],  # the shared pair is unused: every example has its own
+        CachedQueries(cached[0]),
+        CachedQueries(cached[1]),
+        config,
+        progress=progress,
+        checkpoints=checkpoints,
+    )
 
 
 def agreement(log_odds: np.ndarray, examples: Sequence[QuirkyExample]) -> dict[str, float]:

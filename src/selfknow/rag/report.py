@@ -11,6 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from selfknow.writing import write_text
+
 
 def number(value: float | None) -> str:
     return "—" if value is None or value != value else f"{value:.3f}"
@@ -72,5 +74,5 @@ def write_rag_report(out: Path, summary: dict[str, Any]) -> Path:
     )
     plot_curves(summary, out / "retrieval_curves.png")
     path = out / "report.md"
-    path.write_text(text + "\n")
+    write_text(path, text + "\n")
     return path

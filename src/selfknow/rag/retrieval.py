@@ -19,6 +19,7 @@ import numpy as np
 from selfknow.errors import DataError
 from selfknow.grade import normalize
 from selfknow.rag.corpus import Passage, read_passages, write_passages
+from selfknow.writing import write_json
 
 Kind = Literal["bm25", "dense"]
 Method = Literal["bm25", "dense", "hybrid"]
@@ -92,7 +93,7 @@ class Index:
             "encoder": ENCODER if embeddings is not None else None,
             "tokenizer": f"bm25s {bm25s.__version__}, English stopwords, no stemming" if bm25 is not None else None,
         }
-        (directory / "index.json").write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        write_json(directory / "index.json", info)
         return cls(passages, bm25, embeddings, info)
 
     @classmethod

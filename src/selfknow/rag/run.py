@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,6 +26,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
+from selfknow.checkpoints import removed_after_saving
 from selfknow.data.records import Record, read_records, write_records
 from selfknow.errors import SelfknowError
 from selfknow.grade import golds
@@ -42,6 +42,7 @@ from selfknow.rag.report import write_rag_report
 from selfknow.rag.retrieval import METHODS, Index, recall_at_k
 from selfknow.rag.train import GeneratorConfig, train_generator
 from selfknow.stages import read_settings, run_stages, save_evaluation, settled_config
+from selfknow.writing import place_folder, write_json
 
 STAGES = ("index", "questions", "closed_book", "labels", "train", "answer", "evaluate")
 
@@ -94,7 +95,7 @@ class RagRun:
         path = self.dir / "timings.json"
         timings = json.loads(path.read_text()) if path.exists() else {}
         timings[stage] = round(seconds, 1)
-        path.write_text(json.dumps(timings, indent=2) + "\n")
+        write_json(path, timings)
 
     # ------------------------------------------------------------------------------------------ data
 
@@ -121,7 +122,7 @@ class RagRun:
         passages = self.search_index.passages
         retrieved = {r.id: [passages[row].id for row, _ in found] for r, found in zip(records, hits, strict=True)}
         write_records(path, records)
-        (self.dir / "retrieved.json").write_text(json.dumps(retrieved) + "\n")
+        write_json(self.dir / "retrieved.json", retrieved, indent=None)
 
     def records(self, split: str | None = None) -> list[Record]:
         path = self.dir / "questions.jsonl"
@@ -176,12 +177,14 @@ class RagRun:
         examples = read_examples(self.dir / "train_examples.jsonl")
         model, tokenizer = load_model(self.config.model, dtype=self.config.dtype)
         config = GeneratorConfig(**{**self.config.generator, "seed": self.config.seed})
-        peft_model, numbers = train_generator(model, tokenizer, examples, config, progress=self.progress)
-        with tempfile.TemporaryDirectory(dir=self.dir) as scratch:
-            save_reflection_adapter(peft_model, tokenizer, scratch)
-            shutil.rmtree(self.dir / "adapter", ignore_errors=True)
-            shutil.copytree(scratch, self.dir / "adapter")
-        report.write_text(json.dumps(numbers, indent=2) + "\n")
+        with removed_after_saving(self.dir / "checkpoints") as checkpoints:
+            peft_model, numbers = train_generator(
+                model, tokenizer, examples, config, progress=self.progress, checkpoints=checkpoints
+            )
+            with tempfile.TemporaryDirectory(dir=self.dir) as scratch:
+                save_reflection_adapter(peft_model, tokenizer, scratch)
+                place_folder(scratch, self.dir / "adapter")
+            write_json(report, numbers)
         self._timed("train", numbers["train_seconds"] or 0.0)
         return numbers
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from peft import get_peft_model
@@ -49,9 +50,17 @@ class GeneratorTrainer(MaskedTrainer):
         return self.optimizer
 
 
-def train_generator(model, tokenizer, examples: Sequence[Example], config: GeneratorConfig, *, progress: bool = False):
-    """Add the reflection tokens, wrap the model in a fresh LoRA adapter and train it on ``examples``;
-    returns (peft_model, numbers)."""
+def train_generator(
+    model,
+    tokenizer,
+    examples: Sequence[Example],
+    config: GeneratorConfig,
+    *,
+    progress: bool = False,
+    checkpoints: Path | None = None,
+):
+    """Add the reflection tokens, wrap the model in a fresh LoRA adapter and train it on ``examples``
+    (resuming from ``checkpoints`` when a killed run left one); returns (peft_model, numbers)."""
     ids = add_reflection_tokens(model, tokenizer)
     rows = [encode(tokenizer, e) for e in examples]
     too_long = sum(len(r[0]) > config.max_tokens for r in rows)
@@ -64,6 +73,7 @@ def train_generator(model, tokenizer, examples: Sequence[Example], config: Gener
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     numbers = fit(
         peft_model, rows, pad_id=pad, batch_size=config.batch_size, epochs=config.epochs, lr=config.lr,
-        seed=config.seed, progress=progress, trainer_class=GeneratorTrainer, token_lr_scale=config.token_lr_scale,
+        seed=config.seed, progress=progress, trainer_class=GeneratorTrainer, checkpoints=checkpoints,
+        token_lr_scale=config.token_lr_scale,
     )  # fmt: skip
     return peft_model, {**numbers, "refused_too_long": too_long, "config": config.to_dict()}
