@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,11 +17,12 @@ from tests.test_cli import toy_file
 from tests.test_pipeline import dataset  # noqa: F401  (the graded toy dataset fixture)
 
 KILLS = 2  # kills per trial, each at a seeded moment of an uninterrupted run's duration
+ENV = {**os.environ, "SELFKNOW_CHECKPOINT_SECONDS": "0"}  # a training checkpoint after every step, to resume from
 
 
 def run(command: list[str]) -> float:
     start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
     return time.perf_counter() - start
 
 
@@ -29,7 +31,7 @@ def killed_then_finished(command: list[str], duration: float, seed: int) -> list
     rng = random.Random(seed)
     moments = sorted(rng.uniform(0.3, 0.95) * duration for _ in range(KILLS))
     for moment in moments:
-        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
         time.sleep(moment)
         if process.poll() is None:
             os.kill(process.pid, signal.SIGKILL)
@@ -41,7 +43,7 @@ def killed_then_finished(command: list[str], duration: float, seed: int) -> list
 def without_timings(value):
     """A JSON value with its wall-clock fields removed (they differ between any two runs)."""
     if isinstance(value, dict):
-        return {k: without_timings(v) for k, v in value.items() if not k.endswith("_seconds")}
+        return {k: without_timings(v) for k, v in value.items() if not k.endswith("seconds") and k != "timings"}
     return [without_timings(v) for v in value] if isinstance(value, list) else value
 
 
@@ -116,4 +118,46 @@ def test_elk_run_killed_at_random_resumes_to_the_same_data_model_and_features(tm
             killed_then_finished(command, duration, seed=3)
         outputs[name] = contents(tmp_path / name, files)
     assert {"training.json", "evaluation/metrics.json"} <= set(outputs["reference"])
+    assert outputs["killed"] == outputs["reference"]
+
+
+def test_rag_train_and_evaluate_killed_at_random_end_like_an_uninterrupted_run(tmp_path, tiny_llama_dir):
+    from tests.test_rag_run import _index_args
+
+    files = ["*.jsonl", "retrieved.json", "training.json", "calibration/scores/*.jsonl", "adapter/*.safetensors"]
+    files += ["evaluation/metrics.json"]
+    outputs = {}
+    run(cli(*_index_args(tmp_path / "reference", tiny_llama_dir)))
+    shutil.copytree(tmp_path / "reference", tmp_path / "killed")  # the same index and settings
+    for name in ("reference", "killed"):
+        folder = tmp_path / name
+        train, evaluate = cli("rag", "train", str(folder)), cli("rag", "evaluate", str(folder))
+        if name == "reference":
+            durations = (run(train), run(evaluate))
+        else:
+            killed_then_finished(train, durations[0], seed=4)
+            killed_then_finished(evaluate, durations[1], seed=5)
+        outputs[name] = contents(folder, files)
+        assert not (folder / "checkpoints").exists() and not list(folder.rglob("*.partial-*"))
+    assert {"training.json", "results.jsonl", "adapter/adapter_model.safetensors"} <= set(outputs["reference"])
+    assert outputs["killed"] == outputs["reference"]
+
+
+def test_backtranslate_killed_at_random_resumes_to_the_same_adapters_and_report(tmp_path, tiny_llama_dir):
+    from tests.test_backtranslate_run import _user_data
+
+    seed, pool = _user_data(tmp_path)
+    files = ["*.jsonl", "data.json", "training.json", "adapters/*/adapter_model.safetensors", "evaluation/*.json"]
+    outputs = {}
+    for name in ("reference", "killed"):
+        command = cli("backtranslate", str(tmp_path / name), "-m", str(tiny_llama_dir), "--seed-source")
+        command += [f"user:{seed}", "--pool-source", f"user:{pool}", "--held-out", "5", "--backward-epochs", "1"]
+        command += ["--forward-epochs", "1", "--labelled", "25", "--bootstrap", "20"]
+        if name == "reference":
+            duration = run(command)
+        else:
+            killed_then_finished(command, duration, seed=6)
+        outputs[name] = contents(tmp_path / name, files)
+        assert not (tmp_path / name / "checkpoints").exists()
+    assert len([k for k in outputs["reference"] if k.startswith("adapters/")]) == 5
     assert outputs["killed"] == outputs["reference"]

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import torch
@@ -22,6 +22,7 @@ from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+CHECKPOINTS = "checkpoints"  # in a run folder: checkpoints/ (one training) or checkpoints/<name>/ (one of several)
 SECONDS_VARIABLE = "SELFKNOW_CHECKPOINT_SECONDS"
 DEFAULT_SECONDS = 600.0
 COMPLETE = "complete"
@@ -123,3 +124,6 @@ def removed_after_saving(checkpoints: Path | None) -> Iterator[Path | None]:
     yield checkpoints
     if checkpoints is not None:
         shutil.rmtree(checkpoints, ignore_errors=True)
+        if checkpoints.parent.name == CHECKPOINTS:
+            with suppress(OSError):  # the shared folder goes with its last training
+                checkpoints.parent.rmdir()

@@ -30,7 +30,7 @@ from selfknow import __version__
 from selfknow.abstention import AbstentionThreshold, choose_threshold, selective_risk
 from selfknow.answer import AnswerConfig
 from selfknow.api import answer_dataset, grade_file
-from selfknow.checkpoints import removed_after_saving
+from selfknow.checkpoints import CHECKPOINTS, removed_after_saving
 from selfknow.confidence import ESTIMATORS, Context, Estimator, labels
 from selfknow.confidence.scaling import fit_scaler, scaler_from_dict
 from selfknow.data.records import Record, read_records, write_records
@@ -179,7 +179,7 @@ class Run:
         return Context(
             self.config.model,
             cache_dir=self.dir / "features",
-            checkpoint_dir=self.dir / "checkpoints",
+            checkpoint_dir=self.dir / CHECKPOINTS,
             seed=self.config.seed,
             dtype=self.config.dtype,
             device=self.config.device,

@@ -49,7 +49,7 @@ from selfknow.backtranslate.data import (
 )
 from selfknow.backtranslate.prompts import ASSISTANT_TAG, WEB_TAG
 from selfknow.backtranslate.tuning import Example, LoraSettings, backward_rows, forward_rows, train_lora
-from selfknow.checkpoints import removed_after_saving
+from selfknow.checkpoints import CHECKPOINTS, removed_after_saving
 from selfknow.data.splits import rng_for
 from selfknow.errors import DataError, SelfknowError
 from selfknow.models import DEFAULT_MODEL, load_model
@@ -201,7 +201,7 @@ class BacktranslateRun:
             return
         model, tokenizer = self.base()
         lora = LoraSettings(**{**settings, "targets": tuple(settings["targets"]), "seed": self.config.seed})
-        with removed_after_saving(self.dir / "checkpoints" / name) as checkpoints:
+        with removed_after_saving(self.dir / CHECKPOINTS / name) as checkpoints:
             peft_model, numbers = train_lora(
                 model, tokenizer, rows, lora, progress=self.progress, checkpoints=checkpoints
             )

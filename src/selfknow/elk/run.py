@@ -27,7 +27,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from selfknow.checkpoints import removed_after_saving
+from selfknow.checkpoints import CHECKPOINTS, removed_after_saving
 from selfknow.confidence.base import Context
 from selfknow.confidence.features import forward_queries
 from selfknow.confidence.tuning import TuningConfig, num_layers
@@ -117,7 +117,7 @@ class ElkRun:
         train = balance(select(examples, split="train"), seed=42)
         validation = balance(select(examples, split="validation"), seed=42)
         peft_model = self.quirky_model(fresh=True)
-        with removed_after_saving(self.dir / "checkpoints") as checkpoints:
+        with removed_after_saving(self.dir / CHECKPOINTS) as checkpoints:
             numbers = train_quirky(
                 peft_model, ADAPTER, self.context.tokenizer, train, validation, self.tuning(),
                 progress=self.progress, checkpoints=checkpoints,

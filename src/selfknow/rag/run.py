@@ -26,7 +26,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from selfknow.checkpoints import removed_after_saving
+from selfknow.checkpoints import CHECKPOINTS, removed_after_saving
 from selfknow.data.records import Record, read_records, write_records
 from selfknow.errors import SelfknowError
 from selfknow.grade import golds
@@ -177,7 +177,7 @@ class RagRun:
         examples = read_examples(self.dir / "train_examples.jsonl")
         model, tokenizer = load_model(self.config.model, dtype=self.config.dtype)
         config = GeneratorConfig(**{**self.config.generator, "seed": self.config.seed})
-        with removed_after_saving(self.dir / "checkpoints") as checkpoints:
+        with removed_after_saving(self.dir / CHECKPOINTS) as checkpoints:
             peft_model, numbers = train_generator(
                 model, tokenizer, examples, config, progress=self.progress, checkpoints=checkpoints
             )
