@@ -158,12 +158,12 @@ def test_killing_answer_midway_and_rerunning_loses_and_duplicates_nothing(tmp_pa
     journal = tmp_path / "answers.jsonl.partial-0"
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600  # generous: a loaded machine starts the process slowly
-    while time.time() < deadline and (not journal.exists() or journal.read_text().count("\n") < 8):
+    while time.time() < deadline and (not journal.exists() or journal.read_text().count('"id"') < 8):
         assert process.poll() is None, "the run finished before it could be killed; make it longer"
         time.sleep(0.05)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
-    done_before = journal.read_text().count("\n")
+    done_before = journal.read_text().count('"id"')
     assert 8 <= done_before < 120 and not out.exists()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     ids = [json.loads(line)["id"] for line in out.read_text().splitlines()]

@@ -4,6 +4,7 @@ Valid but awkward files (BOM, CRLF, quoted newlines, trailing blank lines) are r
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from selfknow.data import load_dataset
 from selfknow.errors import DataError
+from tests.conftest import make_records
 from tests.test_cli import run_cli
 
 CT_HEADER = "context,target,target_prompt,prompt,output,query_label\n"
@@ -124,3 +126,25 @@ def test_a_quoted_newline_stays_inside_its_field(tmp_path):
     path.write_text('question,answer\n"Line one\r\nline two?",yes\n', newline="")
     (record,) = load_dataset(f"csv:{path}")
     assert record.question == "Line one\nline two?"
+
+
+def test_a_damaged_saved_estimator_is_refused_in_one_line_naming_its_file(tmp_path):
+    """Run files are read through the same layer: every truncation of a saved estimator, and other JSON in its
+    place, is a SelfknowError naming the file, never a traceback from deep inside."""
+    from selfknow.confidence.base import Estimator
+    from selfknow.confidence.baselines import DatasetAccuracy
+    from selfknow.errors import SelfknowError
+
+    saved = tmp_path / "saved"
+    graded = [dataclasses.replace(r, output="0", correct=i % 2 == 0) for i, r in enumerate(make_records(8))]
+    DatasetAccuracy().fit(graded, graded, None).save(saved)
+    whole = (saved / "estimator.json").read_bytes()
+    assert Estimator.load(saved).name == "dataset-accuracy"
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    damaged = [whole[:cut] for cut in range(len(whole) - 1)] + [b"[1, 2]", b'{"estimator": 3}', b"\xff\xfe{}"]
+    for data in damaged:
+        (broken / "estimator.json").write_bytes(data)
+        with pytest.raises(SelfknowError) as caught:
+            Estimator.load(broken)
+        assert str(broken) in str(caught.value) and "\n" not in str(caught.value), data

@@ -10,7 +10,6 @@ query's uncalibrated confidence and cannot abstain with a guarantee.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ from selfknow.errors import SelfknowError
 from selfknow.models import adapters_off
 from selfknow.pipeline import Run
 from selfknow.prompts import Prompter, PromptStyle
+from selfknow.reading import read_json
 
 UNGRADED = "(not graded)"  # a question asked live has no gold answer
 BARE_MODEL_ESTIMATOR = "query"  # the only estimator that needs no graded answers
@@ -66,7 +66,7 @@ class Asker:
         if estimator is None:
             if not metrics.exists():
                 raise SelfknowError(f"{run_dir}: no evaluation yet to pick the best estimator; run `selfknow tune`")
-            estimator = json.loads(metrics.read_text())["best"]
+            estimator = read_json(metrics, "evaluation")["best"]
         base_name, _, scaling = estimator.partition("+")
         fitted, scalers = run.load_estimator(base_name)
         if scaling and scaling not in scalers:

@@ -38,6 +38,7 @@ from selfknow.distributed import process_state
 from selfknow.errors import SelfknowError
 from selfknow.metrics import evaluate_scores
 from selfknow.models import DEFAULT_MODEL, adapters_off
+from selfknow.reading import read_json
 from selfknow.report import write_report
 from selfknow.stages import read_settings, run_stages
 from selfknow.writing import write_json, write_text
@@ -286,7 +287,7 @@ class Run:
         directory = self.estimator_dir(name)
         if not (directory / "scalers.json").exists():
             raise SelfknowError(f"{self.dir}: estimator '{name}' is not fitted; run the fit stage")
-        return Estimator.load(directory), json.loads((directory / "scalers.json").read_text())
+        return Estimator.load(directory), read_json(directory / "scalers.json", "scalers")
 
     def score(self, splits: Sequence[str] = ("validation", "test")) -> None:
         for split in splits:
@@ -414,7 +415,7 @@ class Run:
         if not self.writer:
             return None
         best = (
-            json.loads((self.dir / "evaluation" / "metrics.json").read_text())["best"]
+            read_json(self.dir / "evaluation" / "metrics.json", "evaluation")["best"]
             if (self.dir / "evaluation" / "metrics.json").exists()
             else next(iter(records[0].confidences))
         )

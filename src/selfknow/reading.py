@@ -65,7 +65,7 @@ def check_text(value: str, where: str, what: str) -> str:
 
 
 def read_json(path: str | Path, kind: str) -> Any:
-    """A JSON document (a settings file); unreadable or malformed JSON is a DataError naming the file."""
+    """A JSON document (a settings or run file); unreadable or malformed JSON is a DataError naming the file."""
     text = read_text(path)
     try:
         return json.loads(text)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -59,7 +58,7 @@ def save_evaluation(directory: Path, summary: dict[str, Any], write_report: Call
     ``evaluation/metrics.json`` and the report."""
     for name in ("data.json", "training.json", "timings.json"):
         if (directory / name).exists():
-            summary[name.removesuffix(".json")] = json.loads((directory / name).read_text())
+            summary[name.removesuffix(".json")] = read_json(directory / name, "run file")
     out = directory / "evaluation"
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "metrics.json", summary, default=float)

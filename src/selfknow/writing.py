@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterable
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +57,8 @@ def write_with(path: str | Path, write: Callable[[Path], None]) -> None:
             os.fsync(handle.fileno())
         tmp.replace(path)
     except OSError as err:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # on a read-only file system even removing a missing file fails
+            tmp.unlink(missing_ok=True)
         raise write_error(path, err) from None
 
 
@@ -100,17 +102,3 @@ def place_folder(source: str | Path, target: str | Path) -> None:
     except OSError as err:
         shutil.rmtree(aside, ignore_errors=True)
         raise write_error(target, err) from None
-
-
-def writable_folder(folder: str | Path) -> Path:
-    """``folder``, created if needed, after checking a file can be written there: a run that cannot keep its
-    results stops before it computes them."""
-    folder = Path(folder)
-    probe = folder / f".selfknow-write-check-{os.getpid()}"
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise write_error(folder, err) from None
-    return folder

@@ -18,7 +18,6 @@ Layout::
 
 from __future__ import annotations
 
-import json
 import tempfile
 import time
 from collections import Counter
@@ -53,6 +52,7 @@ from selfknow.checkpoints import CHECKPOINTS, removed_after_saving
 from selfknow.data.splits import rng_for
 from selfknow.errors import DataError, SelfknowError
 from selfknow.models import DEFAULT_MODEL, load_model
+from selfknow.reading import read_json
 from selfknow.stages import read_settings, run_stages, settled_config
 from selfknow.writing import place_folder, write_json
 
@@ -136,7 +136,7 @@ class BacktranslateRun:
 
     def _record(self, name: str, key: str, value: Any) -> None:
         path = self.dir / name
-        numbers = json.loads(path.read_text()) if path.exists() else {}
+        numbers = read_json(path, "run numbers") if path.exists() else {}
         numbers[key] = value
         write_json(path, numbers, default=float)
 

@@ -9,7 +9,6 @@ once.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from functools import cached_property
 from pathlib import Path
@@ -21,6 +20,7 @@ from safetensors.torch import load_file
 
 from selfknow.data.records import Record
 from selfknow.errors import DataError, SelfknowError
+from selfknow.reading import read_json
 from selfknow.writing import save_tensors, write_json
 
 ESTIMATORS: dict[str, type[Estimator]] = {}
@@ -151,7 +151,9 @@ class Estimator:
         meta_path = directory / "estimator.json"
         if not meta_path.exists():
             raise SelfknowError(f"{directory} holds no saved estimator (no estimator.json)")
-        meta = json.loads(meta_path.read_text())
+        meta = read_json(meta_path, "estimator description")
+        if not isinstance(meta, dict) or not isinstance(meta.get("config", {}), dict):
+            raise SelfknowError(f"{meta_path}: not an estimator description (a JSON object with a config)")
         if meta.get("estimator") not in ESTIMATORS:
             raise SelfknowError(f"{directory}: unknown estimator {meta.get('estimator')!r}")
         estimator = ESTIMATORS[meta["estimator"]](**meta.get("config", {}))

@@ -36,6 +36,7 @@ from selfknow.elk.quirky import QuirkyExample, balance, quirky_dataset, read_jso
 from selfknow.elk.report import write_elk_report
 from selfknow.elk.training import agreement, encode, train_quirky
 from selfknow.errors import SelfknowError
+from selfknow.reading import read_json
 from selfknow.stages import read_settings, run_stages, settled_config
 from selfknow.writing import place_folder, save_tensors, write_json
 
@@ -112,7 +113,7 @@ class ElkRun:
     def train(self) -> dict[str, Any]:
         report = self.dir / "training.json"
         if report.exists():
-            return json.loads(report.read_text())
+            return read_json(report, "training numbers")
         examples = self.examples()
         train = balance(select(examples, split="train"), seed=42)
         validation = balance(select(examples, split="validation"), seed=42)
@@ -183,7 +184,7 @@ class ElkRun:
         training = self.dir / "training.json"
         summary["config"] = asdict(self.config)
         if training.exists():
-            summary["training"] = json.loads(training.read_text())
+            summary["training"] = read_json(training, "training numbers")
         out = self.dir / "evaluation"
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "metrics.json", summary, default=float)

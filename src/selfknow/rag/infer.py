@@ -11,12 +11,12 @@ For each question the model is run three ways, once each:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from selfknow.data.records import Record
+from selfknow.data.journal import DICTS, Journal, dict_row
+from selfknow.data.records import Record, iter_jsonl
 from selfknow.grade import grade_record
 from selfknow.progress import token_progress
 from selfknow.rag.corpus import Passage
@@ -81,15 +81,14 @@ def answer_questions(
     batch_size: int = 16,
     progress: bool = False,
 ) -> None:
-    """Append one JSON line per question to ``out``: :func:`self_rag`'s outputs with every answer graded
-    against the question's golds. Questions already in ``out`` are skipped, so a killed run resumes."""
-    done = set()
-    if out.exists():
-        done = {json.loads(line)["id"] for line in out.read_text().splitlines() if line.strip()}
+    """Write one JSON line per question to ``out``: :func:`self_rag`'s outputs with every answer graded
+    against the question's golds. Lines are journaled as they are made, so a killed run resumes; ``out``
+    appears, whole, when every question is answered."""
+    journal = Journal(out, rows=DICTS)
+    done = journal.done()
     todo = [r for r in records if r.id not in done]
-    out.parent.mkdir(parents=True, exist_ok=True)
     block_size = max(1, batch_size // 2)
-    with token_progress(len(todo), "Self-RAG answers", progress) as bar, out.open("a") as sink:
+    with token_progress(len(todo), "Self-RAG answers", progress) as bar:
         for start in range(0, len(todo), block_size):
             block = todo[start : start + block_size]
             outputs = self_rag(
@@ -100,10 +99,10 @@ def answer_questions(
                 line["closed_book"]["correct"] = _graded(record, line["closed_book"]["text"])
                 for candidate in line["candidates"]:
                     candidate["correct"] = _graded(record, candidate["text"])
-                sink.write(json.dumps({"id": record.id, "task": record.task, **line}, ensure_ascii=False) + "\n")
-            sink.flush()
+            journal.append({"id": r.id, "task": r.task, **line} for r, line in zip(block, outputs, strict=True))
             bar.advance(len(block), 0)
+    journal.finish([r.id for r in records])
 
 
 def read_results(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [dict_row(obj, f"{path}:{number}") for number, obj in iter_jsonl(path)]

@@ -6,7 +6,6 @@ The folder holds ``passages.jsonl`` (row i is passage i), ``bm25/`` (bm25s's own
 
 from __future__ import annotations
 
-import json
 import unicodedata
 from collections import Counter
 from collections.abc import Sequence
@@ -19,6 +18,7 @@ import numpy as np
 from selfknow.errors import DataError
 from selfknow.grade import normalize
 from selfknow.rag.corpus import Passage, read_passages, write_passages
+from selfknow.reading import read_json
 from selfknow.writing import write_json
 
 Kind = Literal["bm25", "dense"]
@@ -101,7 +101,7 @@ class Index:
         directory = Path(directory)
         if not (directory / "index.json").is_file():
             raise DataError(f"{directory}: no index here (index.json is missing); build one first")
-        info = json.loads((directory / "index.json").read_text(encoding="utf-8"))
+        info = read_json(directory / "index.json", "index description")
         passages = read_passages(directory / "passages.jsonl")
         bm25 = embeddings = None
         if "bm25" in info["kinds"]:

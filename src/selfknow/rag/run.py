@@ -17,7 +17,6 @@ answers → evaluation. Each stage writes its files as it finishes; a rerun resu
 from __future__ import annotations
 
 import hashlib
-import json
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -41,6 +40,7 @@ from selfknow.rag.reflection import load_reflection_adapter, save_reflection_ada
 from selfknow.rag.report import write_rag_report
 from selfknow.rag.retrieval import METHODS, Index, recall_at_k
 from selfknow.rag.train import GeneratorConfig, train_generator
+from selfknow.reading import read_json
 from selfknow.stages import read_settings, run_stages, save_evaluation, settled_config
 from selfknow.writing import place_folder, write_json
 
@@ -93,7 +93,7 @@ class RagRun:
 
     def _timed(self, stage: str, seconds: float) -> None:
         path = self.dir / "timings.json"
-        timings = json.loads(path.read_text()) if path.exists() else {}
+        timings = read_json(path, "timings") if path.exists() else {}
         timings[stage] = round(seconds, 1)
         write_json(path, timings)
 
@@ -133,7 +133,7 @@ class RagRun:
 
     def retrieved(self) -> dict[str, list[Passage]]:
         by_id = {p.id: p for p in self.search_index.passages}
-        ids = json.loads((self.dir / "retrieved.json").read_text())
+        ids = read_json(self.dir / "retrieved.json", "retrieved passages")
         return {question: [by_id[p] for p in passages] for question, passages in ids.items()}
 
     # ----------------------------------------------------------------------------- closed book + labels
@@ -173,7 +173,7 @@ class RagRun:
     def train(self) -> dict[str, Any]:
         report = self.dir / "training.json"
         if report.exists():
-            return json.loads(report.read_text())
+            return read_json(report, "training numbers")
         examples = read_examples(self.dir / "train_examples.jsonl")
         model, tokenizer = load_model(self.config.model, dtype=self.config.dtype)
         config = GeneratorConfig(**{**self.config.generator, "seed": self.config.seed})
@@ -206,7 +206,7 @@ class RagRun:
         model = tokenizer = None
         for split in ("test", "validation"):
             out, records = self.results_path(split), self.records(split)
-            if out.exists() and len(read_results(out)) >= len(records):
+            if out.exists():  # written whole once every question is answered
                 continue
             if model is None:
                 model, tokenizer = self.generator()
