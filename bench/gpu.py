@@ -46,7 +46,6 @@ import resource
 import shlex
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -338,10 +337,9 @@ class Workloads:
 
         def selfknow(count: int) -> None:
             items = cache_queries(peft_model, self.tokenizer, queries[:count], grades[:count], config)
-            with tempfile.TemporaryDirectory() as scratch:
-                options = query_options(self.tokenizer, queries[:count])
-                data, validation = CachedQueries(items), CachedQueries(items[: config.batch_size])
-                train_adapter(peft_model, "ct", options, data, validation, config, scratch)
+            options = query_options(self.tokenizer, queries[:count])
+            data, validation = CachedQueries(items), CachedQueries(items[: config.batch_size])
+            train_adapter(peft_model, "ct", options, data, validation, config)
 
         try:
             selfknow_side, _ = measure(lambda: selfknow(len(queries)), self.device, lambda: selfknow(config.batch_size))

@@ -98,7 +98,7 @@ def _one_error_line(result: subprocess.CompletedProcess) -> str:
 
 
 def test_answer_on_a_full_disk_stops_in_one_line_and_resumes_once_there_is_room(tmp_path, tiny_llama_dir, small_disk):
-    data = toy_file(tmp_path, n=40)
+    data = toy_file(tmp_path, n=24)
     settings = ["-m", str(tiny_llama_dir), "--split", "all", "--batch-size", "4", "--max-new-tokens", "6"]
     reference = _cli("answer", f"jsonl:{data}", "-o", str(tmp_path / "reference.jsonl"), *settings)
     assert reference.returncode == 0, reference.stderr
