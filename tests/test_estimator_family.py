@@ -27,13 +27,20 @@ def text_embeddings(texts: list[str]) -> np.ndarray:
     return np.array([[len(t) / 50, t.count(" ") / 10, float("1" in t)] for t in texts], dtype=np.float32)
 
 
-@pytest.fixture(scope="module", params=DTYPES)
-def dtype_context(request, tiny_llama_dir):
+MODELS = [("llama", dtype) for dtype in DTYPES] + [("qwen2", "float32"), ("qwen2", "bfloat16")]
+
+
+@pytest.fixture(scope="module", params=MODELS, ids=["-".join(m) for m in MODELS])
+def dtype_context(request):
+    """A tiny Llama (SmolLM2's tokenizer) in each dtype, and a tiny Qwen2 with Qwen2's tokenizer, whose
+    merges and letter tokens differ."""
+    architecture, dtype = request.param
+    folder = request.getfixturevalue("tiny_llama_dir" if architecture == "llama" else "tiny_qwen_dir")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    model, tokenizer = load_model(str(tiny_llama_dir), dtype=request.param, device="cpu")
-    assert model.dtype == getattr(torch, request.param)
-    yield request.param, Context(model=model, tokenizer=tokenizer, progress=False)
+    model, tokenizer = load_model(str(folder), dtype=dtype, device="cpu")
+    assert model.dtype == getattr(torch, dtype)
+    yield dtype, Context(model=model, tokenizer=tokenizer, progress=False)
     torch.set_num_threads(threads)
 
 

@@ -71,11 +71,16 @@ def render_query(record: Record, tokenizer: PreTrainedTokenizerBase, style: str 
         text = tokenizer.apply_chat_template(turns, tokenize=False, continue_final_message=True)
         special = False
     ids = tokenizer(text, add_special_tokens=special).input_ids
-    start = len(tokenizer(head, add_special_tokens=special).input_ids)
-    end = len(tokenizer(body, add_special_tokens=special).input_ids)
-    if ids[:end] != tokenizer(body, add_special_tokens=special).input_ids:
-        end = start  # the answer's last token merged with what follows: regularize no position
+    start = common_prefix(ids, tokenizer(head, add_special_tokens=special).input_ids)
+    # The answer's tokens as they stand in the query: a last token the tokenizer merged with the text after
+    # it (Qwen2 writes "." and a blank line as one token) is not among them, the rest are.
+    end = common_prefix(ids, tokenizer(body, add_special_tokens=special).input_ids)
     return QueryText(text, ids, start, max(start, end))
+
+
+def common_prefix(a: list[int], b: list[int]) -> int:
+    """How many leading ids ``a`` and ``b`` share."""
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
 
 
 def option_ids(tokenizer: PreTrainedTokenizerBase, query_text: str) -> tuple[int, int]:
