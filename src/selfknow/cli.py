@@ -18,7 +18,8 @@ from selfknow.distributed import process_state
 from selfknow.errors import DataError, SelfknowError
 from selfknow.grade import STRATEGIES, accuracy_table
 from selfknow.judge import Judge
-from selfknow.models import ALIASES, DEFAULT_MODEL, cache_dir
+from selfknow.model_files import ALIASES, cache_dir
+from selfknow.models import DEFAULT_MODEL, resolve_spec
 from selfknow.pipeline import STAGES, Run, RunConfig
 from selfknow.stages import read_settings
 from selfknow.writing import storage_problem
@@ -108,10 +109,31 @@ def datasets() -> None:
 
 
 @app.command()
-def models() -> None:
-    """List the model aliases and where converted models are cached."""
-    for alias, embedded in ALIASES.items():
-        console.print(f"{alias:24} {embedded.description} (from the '{embedded.package}' package)")
+def models(
+    fetch: Annotated[
+        str | None,
+        typer.Option(help="Get this alias's files now (a download for one not installed) and convert them once."),
+    ] = None,
+) -> None:
+    """List the model aliases: what each is, its size, licence and where its files come from."""
+    if fetch is not None:
+        if fetch not in ALIASES:
+            raise SelfknowError(f"unknown model alias '{fetch}'; one of {', '.join(sorted(ALIASES))}")
+        console.print(f"{fetch}: ready in {resolve_spec(fetch)}")
+        return
+    names: dict[int, list[str]] = {}
+    for alias, entry in ALIASES.items():
+        names.setdefault(id(entry), []).append(alias)
+    for first, *others in names.values():
+        entry = ALIASES[first]
+        also = f" (also {', '.join(others)})" if others else ""
+        size = entry.size()
+        ready = "ready" if entry.ready() else "fetched on first use, or now with --fetch"
+        console.print(f"[bold]{first}[/bold]{also}: {entry.description}", highlight=False)
+        console.print(
+            f"  {size / 1e9:.2f} GB, {entry.licence}, {ready}" if size else "  not installed", highlight=False
+        )
+        console.print(f"  files: {entry.source()}; upstream: {entry.upstream}", highlight=False)
     console.print(f"cache: {cache_dir()} (set SELFKNOW_CACHE, HF_HOME or XDG_CACHE_HOME to move it)")
 
 

