@@ -210,3 +210,37 @@ def test_transfer_after_fitting_answers_with_the_base_model(tiny_llama_dir, data
         for name in ("same-process", "fresh")
     }
     assert outputs["same-process"] == outputs["fresh"]
+
+
+def test_held_out_families_are_never_fitted_on_choose_the_served_estimator_and_are_reported_apart(
+    tiny_llama_dir, dataset, tmp_path, monkeypatch
+):
+    """Three families (two datasets, one split in two tasks); "toy1/b" is held out of all fitting."""
+    records = read_records(dataset)
+    for i, record in enumerate(records):  # the fixture's grades alternate, so every family has both
+        record.dataset, record.task = [("toy0", "a"), ("toy1", "a"), ("toy1", "b")][i % 3]
+    data = tmp_path / "families.jsonl"
+    write_records(data, records)
+    from selfknow.confidence.baselines import Likelihood
+
+    seen: list[str] = []
+    fit = Likelihood.fit
+
+    def spy(self, train, validation, context):
+        seen.extend(f"{r.dataset}/{r.task}" for r in [*train, *validation])
+        return fit(self, train, validation, context)
+
+    monkeypatch.setattr(Likelihood, "fit", spy)
+    settings = replace(
+        config(tiny_llama_dir, data), estimators=["constant", "likelihood", "probe"], hold_out=["toy1/b"]
+    )
+    summary = Run(tmp_path / "run", settings, progress=False).run()
+    assert seen and "toy1/b" not in seen and {"toy0/a", "toy1/a"} <= set(seen)
+    assert summary["selected_on"] == "validation questions of the held-out families"
+    away = json.loads((tmp_path / "run" / "evaluation" / "out-of-family" / "metrics.json").read_text())
+    test = [r for r in records if r.split == "test"]
+    assert away["records"] == sum(r.task == "b" for r in test) and summary["records"] == len(test) - away["records"]
+    assert summary["out_of_family"]["probe"]["auroc"] == away["metrics"]["probe"]["auroc"]
+    assert "## In family and out of family" in (tmp_path / "run" / "evaluation" / "report.md").read_text()
+    with pytest.raises(SelfknowError, match="no question of the held-out family toy9"):
+        Run(tmp_path / "other", replace(settings, hold_out=["toy9"]), progress=False).run()

@@ -281,6 +281,13 @@ def tune(
     seed: Annotated[int | None, typer.Option(help="Seed for subsets, prompts and training (default: 0).")] = None,
     dtype: Annotated[str | None, typer.Option(help=f"{DTYPE_HELP} A run keeps its first dtype.")] = None,
     device: Annotated[str | None, typer.Option(help=DEVICE_HELP)] = None,
+    hold_out: Annotated[
+        list[str],
+        typer.Option(
+            help="Question family (DATASET or DATASET/TASK) kept out of all fitting, repeatable: it chooses the "
+            "served estimator and is reported apart, as out of family."
+        ),
+    ] = [],  # noqa: B006
 ) -> None:
     """Answer, grade, fit every estimator, score and evaluate in a run directory (resumable)."""
     settings = read_settings(config, RunConfig.__dataclass_fields__, "run") if config else {}
@@ -290,6 +297,8 @@ def tune(
     settings["limits"] = {**settings.get("limits", {}), **{k: v for k, v in limits.items() if v is not None}}
     if estimators:
         settings["estimators"] = [e.strip() for e in estimators.split(",") if e.strip()]
+    if hold_out:
+        settings["hold_out"] = hold_out
     for name, values in _options(option).items():
         settings.setdefault("options", {}).setdefault(name, {}).update(values)
     try:

@@ -39,7 +39,7 @@ from selfknow.errors import SelfknowError
 from selfknow.metrics import evaluate_scores
 from selfknow.models import DEFAULT_MODEL, adapters_off
 from selfknow.reading import read_json
-from selfknow.report import write_report
+from selfknow.report import family_table, write_report
 from selfknow.stages import read_settings, run_stages
 from selfknow.writing import write_json, write_text
 
@@ -75,7 +75,16 @@ DEFAULT_ESTIMATORS = {
         "lora-probe",
     ],
 }
-IDENTITY = ("model", "dataset", "format", "kshot", "chat", "seed", "dtype")  # what a run directory is bound to
+IDENTITY = (
+    "model",
+    "dataset",
+    "format",
+    "kshot",
+    "chat",
+    "seed",
+    "dtype",
+    "hold_out",
+)  # what a run directory is bound to
 
 
 @dataclass
@@ -95,6 +104,9 @@ class RunConfig:
     bootstrap: int = 1000
     dtype: str = "auto"  # auto: float32 on the CPU, bfloat16 (or float16) on a GPU
     device: str = "auto"  # where this invocation runs; not part of what the run is
+    # Question families ("dataset" or "dataset/task") no estimator or scaler is fitted on: their validation
+    # questions choose the served estimator, their test questions are reported apart, as out of family.
+    hold_out: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.estimators = self.estimators or list(DEFAULT_ESTIMATORS[self.format])
@@ -105,6 +117,16 @@ class RunConfig:
     @classmethod
     def from_file(cls, path: str | Path) -> RunConfig:
         return cls(**read_settings(path, cls.__dataclass_fields__, "run"))
+
+
+def family(record: Record) -> str:
+    """A question's family: its dataset and task ("countries/capital", "mmlu/anatomy")."""
+    return f"{record.dataset}/{record.task}" if record.task else record.dataset
+
+
+def held_out(record: Record, families: Sequence[str]) -> bool:
+    name = family(record)
+    return any(name == f or name.startswith(f + "/") for f in families)
 
 
 def _git_hash() -> str:
@@ -245,7 +267,8 @@ class Run:
     def fit(self) -> None:
         """Fit each estimator on train (selection on validation), then its temperature and Platt scalers on
         its validation scores, which are stored right away so the score stage does not redo them."""
-        train, validation = self.records("train"), self.records("validation")
+        train, validation = self._in_family(self.records("train")), self.records("validation")
+        fitting = np.array([not held_out(r, self.config.hold_out) for r in validation])
         learned = [name for name in self.config.estimators if name not in CONTROLS]
         if learned and len(set(labels(train))) < 2:
             verdict = "right" if labels(train)[0] else "wrong"
@@ -259,10 +282,11 @@ class Run:
                 continue
             estimator = ESTIMATORS[name](**self.config.options.get(name, {}))
             with removed_after_saving(self.context.checkpoints(name) if self.writer else None):
-                estimator.fit(train, validation, self.context)
-                raw = estimator.score(validation, self.context)
+                estimator.fit(train, [r for r, keep in zip(validation, fitting, strict=True) if keep], self.context)
+                raw = estimator.score(validation, self.context)  # held-out families too: they choose the best
+                y = labels(validation)
                 scalers = {
-                    method: fit_scaler("temperature" if method == "ts" else "platt", raw, labels(validation)).to_dict()
+                    method: fit_scaler("temperature" if method == "ts" else "platt", raw[fitting], y[fitting]).to_dict()
                     for method in SCALINGS
                 }
                 if self.writer:
@@ -270,6 +294,22 @@ class Run:
                     self._store_scores("validation", name, raw, scalers)
                     write_json(directory / "scalers.json", scalers)
                 self._synced()
+
+    def _in_family(self, records: list[Record]) -> list[Record]:
+        """``records`` without the held-out families, after checking each named family has questions."""
+        if not self.config.hold_out:
+            return records
+        names = sorted({family(r) for r in records})
+        unknown = [f for f in self.config.hold_out if not any(n == f or n.startswith(f + "/") for n in names)]
+        if unknown:
+            raise SelfknowError(
+                f"{self.dir}: no question of the held-out famil{'ies' if len(unknown) > 1 else 'y'} "
+                f"{', '.join(unknown)}; families here: {', '.join(names)}"
+            )
+        kept = [r for r in records if not held_out(r, self.config.hold_out)]
+        if not kept:
+            raise SelfknowError(f"{self.dir}: every family is held out; nothing is left to fit on")
+        return kept
 
     def _scored(self, split: str) -> list[Record]:
         path = self.scores(split)
@@ -337,11 +377,34 @@ class Run:
             return None
         test, validation = read_records(self.scores("test")), read_records(self.scores("validation"))
         names = [n for n in test[0].confidences if n.split("+")[0] in self.config.estimators]
-        best = best_on_validation(validation, names)
         title = f"{self.config.model} on {self.config.dataset} (test)"
-        return self._report(test, self.dir / "evaluation", title, best)
+        families = self.config.hold_out
+        if not families:
+            return self._report(test, self.dir / "evaluation", title, best_on_validation(validation, names))
+        # Chosen on questions of families nothing was fitted on: what serves new kinds of question.
+        best = best_on_validation([r for r in validation if held_out(r, families)] or validation, names)
+        outside = [r for r in test if held_out(r, families)]
+        inside = [r for r in test if not held_out(r, families)]
+        if not outside or not inside:
+            raise SelfknowError(f"{self.dir}: the test split needs questions both of held-out and of other families")
+        away = self._report(outside, self.dir / "evaluation" / "out-of-family", f"{title}, held-out families", best)
+        inside_metrics = {  # as _report computes them, for the side-by-side table
+            n: evaluate_scores(
+                np.array([r.confidences[n] for r in inside]), labels(inside), n_boot=self.config.bootstrap,
+                seed=self.config.seed,
+            )
+            for n in names
+        }  # fmt: skip
+        return self._report(
+            inside, self.dir / "evaluation", f"{title}, families fitted on", best,
+            sections=[family_table(inside_metrics, away["metrics"], best)],
+            selected_on="validation questions of the held-out families",
+            out_of_family={n: {k: away["metrics"][n][k] for k in OUT_OF_FAMILY} for n in names},
+        )  # fmt: skip
 
-    def _report(self, records: Sequence[Record], out: Path, title: str, best: str, **extra: Any) -> dict[str, Any]:
+    def _report(
+        self, records: Sequence[Record], out: Path, title: str, best: str, sections: Sequence[str] = (), **extra: Any
+    ) -> dict[str, Any]:
         """Metrics with bootstrap intervals for every confidence the records carry, the report and plots."""
         names = list(records[0].confidences)
         correct, groups = labels(records), np.array([r.dataset for r in records])
@@ -360,7 +423,9 @@ class Run:
         }
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "metrics.json", summary, default=float)
-        write_report(out, results, scores, correct, groups, title=title, plotted=_plotted(names, best))
+        write_report(
+            out, results, scores, correct, groups, title=title, plotted=_plotted(names, best), sections=sections
+        )
         return summary
 
     def transfer(
@@ -426,6 +491,9 @@ class Run:
             best,
             skipped=skipped,
         )
+
+
+OUT_OF_FAMILY = ("accuracy", "auroc", "ece", "brier")  # repeated beside the in-family metrics
 
 
 def _variants(name: str, raw: np.ndarray, scalers: dict[str, Any]) -> dict[str, np.ndarray]:

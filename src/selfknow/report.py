@@ -38,6 +38,24 @@ def _number(value: float) -> str:
     return "—" if math.isnan(value) else f"{value:.3f}"
 
 
+def family_table(inside: Mapping[str, Result], outside: Mapping[str, Result], best: str) -> str:
+    """In-family and out-of-family AUROC, ECE and Brier side by side: what carries to new kinds of question."""
+    rows = [
+        "## In family and out of family",
+        f"Fitted on some question families, tested on their test questions (in) and on those of families held "
+        f"out of all fitting (out). The served estimator, **{best}**, was chosen on the held-out families' "
+        "validation questions.",
+        "",
+        "| estimator | AUROC in ↑ | AUROC out ↑ | ECE in ↓ | ECE out ↓ | Brier in ↓ | Brier out ↓ |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in inside:
+        if name in outside:
+            cells = [_cell(side[name].get(m)) for m in ("auroc", "ece", "brier") for side in (inside, outside)]
+            rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def _cell(metric: Mapping[str, float] | None) -> str:
     """'value [low, high]', or just the value when there is no interval, or '—' when there is no value."""
     if metric is None or math.isnan(metric["value"]):
@@ -150,6 +168,7 @@ def write_report(
     groups: Sequence[str] | np.ndarray | None = None,
     title: str = "Confidence report",
     plotted: Sequence[str] | None = None,
+    sections: Sequence[str] = (),
 ) -> dict[str, Path]:
     """Write report.md and the three plots into ``out_dir`` (created if needed); returns their paths by name
     (``report``, ``reliability``, ``histogram``, ``risk_coverage``).
@@ -177,6 +196,7 @@ def write_report(
         "answers. Cells are value [95% bootstrap interval over records]; ↓ lower is better, ↑ higher is better.",
         metric_table(results),
     ]
+    parts += list(sections)
     if groups is not None:
         parts += ["## By dataset", dataset_tables(scores, correct, groups)]
     parts += [
