@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +221,8 @@ def source_spec(name: str, tmp_path: Path) -> str:
         for split in ("train", "validation", "test"):
             write(tmp_path / "ct" / split / "rows_0.csv", CT_HEADER + CT_OE + CT_CHOICE)
         return f"ct:{tmp_path / 'ct'}"
+    if name == "resplit":
+        return f"resplit:mmlu-csv:{mmlu_folder(tmp_path / 'mmlu')}"
     raise AssertionError(f"no test fixture for the dataset source '{name}': add one to source_spec")
 
 
@@ -665,3 +667,22 @@ def test_load_dataset_rejects_unknown_names_missing_splits_and_absent_formats() 
         load_dataset("trivia_qa", format="choice")
     with pytest.raises(DataError, match="needs an argument"):
         load_dataset("csv")
+
+
+def test_resplit_cuts_a_test_only_set_into_train_validation_and_test_by_entity(tmp_path):
+    if not SHARED_MMLU.exists():
+        pytest.skip("the shared MMLU subjects are not beside this checkout")
+    original = load_dataset(f"mmlu-csv:{SHARED_MMLU}", format="choice")
+    resplit = load_dataset(f"resplit:mmlu-csv:{SHARED_MMLU}", format="choice")
+    assert [r.id for r in resplit] == [r.id for r in original]  # the same questions, only their splits change
+    counts = Counter(r.split for r in resplit)
+    test_only = sum(r.split == "test" for r in original)
+    assert counts["dev"] == sum(r.split == "dev" for r in original)  # the few-shot split stays
+    assert abs(counts["train"] / test_only - 0.6) < 0.05 and abs(counts["validation"] / test_only - 0.2) < 0.05
+    assert load_dataset(f"resplit:mmlu-csv:{SHARED_MMLU}", format="choice", split="validation") == [
+        r for r in resplit if r.split == "validation"
+    ]
+    other_seed = load_dataset(f"resplit:mmlu-csv:{SHARED_MMLU}", format="choice", seed=1)
+    assert [r.split for r in other_seed] != [r.split for r in resplit]
+    with pytest.raises(DataError, match="unknown dataset 'nope'"):
+        load_dataset("resplit:nope", format="choice")

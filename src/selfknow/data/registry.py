@@ -1,6 +1,7 @@
 """Dataset sources by name, and the one loader that turns a dataset spec into records.
 
-A spec is ``name`` or ``name:arg`` (``countries``, ``mmlu-csv:../data/mmlu``, ``mmlu:anatomy``).
+A spec is ``name`` or ``name:arg`` (``countries``, ``mmlu-csv:../data/mmlu``, ``mmlu:anatomy``,
+``resplit:mmlu-csv:../data/mmlu``).
 Sources register themselves with :func:`register`; ``selfknow datasets`` lists them.
 """
 
@@ -8,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from selfknow.data.records import FORMATS, Record
+from selfknow.data.splits import split_of
 from selfknow.errors import DataError
 
 
@@ -103,3 +105,20 @@ def load_dataset(
     if not records:
         raise DataError(f"dataset '{spec}' gave no records")
     return records
+
+
+@register(
+    "resplit",
+    description="another dataset's questions re-split 60/20/20 into train, validation and test by entity, for "
+    "calibration runs on a set with only a test split (MMLU's CSVs); a dev split stays the few-shot split",
+    kind="wrapper",
+    arg="SPEC",
+    arg_required=True,
+    fewshot_split="dev",
+)
+def load_resplit(request: Request) -> list[Record]:
+    records = load_dataset(request.arg or "", format=request.format, seed=request.seed, columns=request.columns)
+    return [
+        r if r.split == "dev" else replace(r, split=split_of(r.dataset, r.entity or r.id, request.seed))
+        for r in records
+    ]
