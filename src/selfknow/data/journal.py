@@ -75,6 +75,7 @@ class Journal(Generic[Row]):
     def __init__(self, output: str | Path, rank: int = 0, rows: RowFormat[Row] = RECORDS):
         self.output, self.rows = Path(output), rows
         self.path = self.output.with_name(f"{self.output.name}.partial-{rank}")
+        self._repaired = False  # an earlier run's cut-short batch is dropped once, before the first append
         self.output.parent.mkdir(parents=True, exist_ok=True)
 
     def done(self) -> dict[str, Row]:
@@ -91,7 +92,9 @@ class Journal(Generic[Row]):
                     try:
                         obj = json.loads(line)
                     except json.JSONDecodeError:
-                        raise DataError(f"{path}:{number}: corrupt journal line; delete the file to redo") from None
+                        obj = None
+                    if not isinstance(obj, dict):
+                        raise DataError(f"{path}:{number}: corrupt journal line; delete the file to redo")
                     if BATCH_END in obj:
                         found.update((self.rows.key(row), row) for row in batch)
                         batch = []
@@ -103,8 +106,9 @@ class Journal(Generic[Row]):
         """Append one batch and close it, then fsync, so what is reported done survives a kill (a batch cut
         short by a kill or a full disk is dropped by the next run)."""
         try:
-            if self.path.exists():
-                _repair(self.path)
+            if not self._repaired and self.path.exists():
+                _repair(self.path)  # once: this process's own batches are always closed
+            self._repaired = True
             with self.path.open("a", encoding="utf-8") as handle:
                 batch = [self.rows.dump(row) for row in rows]
                 handle.writelines(line + "\n" for line in batch)
