@@ -39,15 +39,18 @@ def test_a_failed_write_keeps_the_previous_file_and_leaves_no_temporary(tmp_path
     assert path.read_text() == '{\n  "version": 1\n}\n' and os.listdir(tmp_path) == ["metrics.json"]
 
 
-def test_a_folder_that_fails_to_copy_leaves_the_old_one(tmp_path, monkeypatch):
+def test_a_folder_that_fails_to_move_leaves_the_old_one(tmp_path, monkeypatch):
     old, new = tmp_path / "adapter", tmp_path / "new"
     for folder, text in ((old, "old"), (new, "new")):
         folder.mkdir()
         (folder / "adapter_config.json").write_text(text)
-    monkeypatch.setattr(writing.shutil, "copytree", _fail_with(errno.ENOSPC))
+    monkeypatch.setattr(writing.shutil, "move", _fail_with(errno.ENOSPC))
     with pytest.raises(SelfknowError, match="no space left"):
         writing.place_folder(new, old)
     assert (old / "adapter_config.json").read_text() == "old" and sorted(os.listdir(tmp_path)) == ["adapter", "new"]
+    monkeypatch.undo()
+    writing.place_folder(new, old)
+    assert (old / "adapter_config.json").read_text() == "new" and os.listdir(tmp_path) == ["adapter"]
 
 
 def test_the_cli_reports_a_library_write_on_a_full_disk_in_one_line(monkeypatch, capsys, tmp_path):

@@ -90,13 +90,14 @@ def save_tensors(path: str | Path, tensors: dict, metadata: dict[str, str] | Non
 
 
 def place_folder(source: str | Path, target: str | Path) -> None:
-    """Copy the finished folder ``source`` to ``target``, replacing what is there: assembled beside the target
-    and renamed, so ``target`` is never a half-copied folder that looks finished."""
+    """Move the finished folder ``source`` (a scratch folder, consumed) to ``target``, replacing what is there:
+    moved beside the target (a rename on the same file system) and renamed, so ``target`` is never a
+    half-written folder that looks finished."""
     target = Path(target)
     aside = _temporary(target)
     try:
         shutil.rmtree(aside, ignore_errors=True)
-        shutil.copytree(source, aside)
+        shutil.move(source, aside)
         shutil.rmtree(target, ignore_errors=True)
         aside.replace(target)
     except OSError as err:
