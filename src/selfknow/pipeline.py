@@ -17,7 +17,7 @@ import json
 import math
 import platform
 import subprocess
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -299,12 +299,11 @@ class Run:
         """``records`` without the held-out families, after checking each named family has questions."""
         if not self.config.hold_out:
             return records
-        names = sorted({family(r) for r in records})
-        unknown = [f for f in self.config.hold_out if not any(n == f or n.startswith(f + "/") for n in names)]
+        unknown = [f for f in self.config.hold_out if not any(held_out(r, [f]) for r in records)]
         if unknown:
             raise SelfknowError(
                 f"{self.dir}: no question of the held-out famil{'ies' if len(unknown) > 1 else 'y'} "
-                f"{', '.join(unknown)}; families here: {', '.join(names)}"
+                f"{', '.join(unknown)}; families here: {', '.join(sorted({family(r) for r in records}))}"
             )
         kept = [r for r in records if not held_out(r, self.config.hold_out)]
         if not kept:
@@ -388,24 +387,24 @@ class Run:
         if not outside or not inside:
             raise SelfknowError(f"{self.dir}: the test split needs questions both of held-out and of other families")
         away = self._report(outside, self.dir / "evaluation" / "out-of-family", f"{title}, held-out families", best)
-        inside_metrics = {  # as _report computes them, for the side-by-side table
-            n: evaluate_scores(
-                np.array([r.confidences[n] for r in inside]), labels(inside), n_boot=self.config.bootstrap,
-                seed=self.config.seed,
-            )
-            for n in names
-        }  # fmt: skip
         return self._report(
             inside, self.dir / "evaluation", f"{title}, families fitted on", best,
-            sections=[family_table(inside_metrics, away["metrics"], best)],
+            sections=lambda results: [family_table(results, away["metrics"], best)],
             selected_on="validation questions of the held-out families",
             out_of_family={n: {k: away["metrics"][n][k] for k in OUT_OF_FAMILY} for n in names},
         )  # fmt: skip
 
     def _report(
-        self, records: Sequence[Record], out: Path, title: str, best: str, sections: Sequence[str] = (), **extra: Any
+        self,
+        records: Sequence[Record],
+        out: Path,
+        title: str,
+        best: str,
+        sections: Callable[[dict[str, Any]], list[str]] | None = None,
+        **extra: Any,
     ) -> dict[str, Any]:
-        """Metrics with bootstrap intervals for every confidence the records carry, the report and plots."""
+        """Metrics with bootstrap intervals for every confidence the records carry, the report (with
+        ``sections(metrics)`` added) and plots."""
         names = list(records[0].confidences)
         correct, groups = labels(records), np.array([r.dataset for r in records])
         scores = {n: np.array([r.confidences[n] for r in records]) for n in names}
@@ -424,8 +423,9 @@ class Run:
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "metrics.json", summary, default=float)
         write_report(
-            out, results, scores, correct, groups, title=title, plotted=_plotted(names, best), sections=sections
-        )
+            out, results, scores, correct, groups, title=title, plotted=_plotted(names, best),
+            sections=sections(results) if sections else (),
+        )  # fmt: skip
         return summary
 
     def transfer(
