@@ -239,7 +239,11 @@ def test_held_out_families_are_never_fitted_on_choose_the_served_estimator_and_a
     assert summary["selected_on"] == "validation questions of the held-out families"
     away = json.loads((tmp_path / "run" / "evaluation" / "out-of-family" / "metrics.json").read_text())
     test = [r for r in records if r.split == "test"]
-    assert away["records"] == sum(r.task == "b" for r in test) and summary["records"] == len(test) - away["records"]
+    # The held-out family's train questions are not answered for training; they are tested out of family.
+    outside = [r for r in records if r.task == "b" and r.dataset == "toy1" and r.split in ("train", "test")]
+    assert away["records"] == len(outside) and summary["records"] == sum(r not in outside for r in test)
+    train_ids = {r.id for r in read_records(tmp_path / "run" / "answers" / "train.jsonl")}
+    assert train_ids and not train_ids & {r.id for r in outside}
     assert summary["out_of_family"]["probe"]["auroc"] == away["metrics"]["probe"]["auroc"]
     assert "## In family and out of family" in (tmp_path / "run" / "evaluation" / "report.md").read_text()
     with pytest.raises(SelfknowError, match="no question of the held-out family toy9"):

@@ -44,14 +44,17 @@ def answer_dataset(
     loaded: tuple | None = None,
     engine: str = "hf",
     tensor_parallel_size: int = 1,
+    questions: list[Record] | None = None,
 ) -> tuple[list[Record], AnswerStats]:
     """Load a dataset split, answer it with a model, and (with ``output``) journal to a JSONL file.
 
     Rerunning with the same ``output`` resumes where a killed run stopped. ``loaded`` passes an already
     loaded (model, tokenizer) for ``model`` instead of loading it again. ``engine="vllm"`` answers on vLLM
-    (where installed) across ``tensor_parallel_size`` GPUs, writing the same records.
+    (where installed) across ``tensor_parallel_size`` GPUs, writing the same records. ``questions`` answers
+    those records of ``dataset`` instead of the split (a calibration run's own selection).
     """
-    records = load_dataset(dataset, split=split, format=format, seed=seed, columns=columns, limit=limit)
+    if questions is None:
+        questions = load_dataset(dataset, split=split, format=format, seed=seed, columns=columns, limit=limit)
     pool = fewshot_pool(dataset, format=format, seed=seed, columns=columns) if kshot > 0 else []
     if engine not in ("hf", "vllm"):
         raise SelfknowError(f"unknown engine '{engine}'; use 'hf' or 'vllm'")
@@ -62,7 +65,7 @@ def answer_dataset(
         loaded = (llm, llm.get_tokenizer())
     lm, tokenizer = loaded or load_model(model, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
     prompter = Prompter(tokenizer, PromptStyle(chat=chat, kshot=kshot, seed=seed), pool)
-    return answer_records(lm, tokenizer, records, prompter=prompter, config=config, output=output, progress=progress)
+    return answer_records(lm, tokenizer, questions, prompter=prompter, config=config, output=output, progress=progress)
 
 
 def grade_file(

@@ -284,8 +284,8 @@ def tune(
     hold_out: Annotated[
         list[str],
         typer.Option(
-            help="Question family (DATASET or DATASET/TASK) kept out of all fitting, repeatable: it chooses the "
-            "served estimator and is reported apart, as out of family."
+            help="Question family (DATASET or DATASET/TASK) kept out of all fitting, repeatable: its validation "
+            "questions choose the served estimator; its train and test questions are reported apart, as out of family."
         ),
     ] = [],  # noqa: B006
 ) -> None:

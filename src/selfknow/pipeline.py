@@ -19,8 +19,8 @@ import platform
 import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
-from functools import cached_property
+from dataclasses import asdict, dataclass, field, replace
+from functools import cached_property, partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from selfknow.checkpoints import CHECKPOINTS, removed_after_saving
 from selfknow.confidence import ESTIMATORS, Context, Estimator, labels
 from selfknow.confidence.scaling import fit_scaler, scaler_from_dict
 from selfknow.data.records import Record, read_records, write_records
+from selfknow.data.registry import load_dataset, seeded_subset
 from selfknow.distributed import process_state
 from selfknow.errors import SelfknowError
 from selfknow.metrics import evaluate_scores
@@ -105,7 +106,7 @@ class RunConfig:
     dtype: str = "auto"  # auto: float32 on the CPU, bfloat16 (or float16) on a GPU
     device: str = "auto"  # where this invocation runs; not part of what the run is
     # Question families ("dataset" or "dataset/task") no estimator or scaler is fitted on: their validation
-    # questions choose the served estimator, their test questions are reported apart, as out of family.
+    # questions choose the served estimator; their test and train questions are the out-of-family test.
     hold_out: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -228,6 +229,29 @@ class Run:
         with adapters_off(self.context.lm) as base:
             yield base, self.context.tokenizer
 
+    def questions(self, split: str) -> list[Record]:
+        """The questions the run answers for ``split``, a seeded subset of ``limits[split]`` of them.
+
+        Held-out families are never fitted on, so their train questions are not answered for training: they
+        join the test split as out-of-family test questions, which narrows that estimate's interval.
+        """
+        config = self.config
+        load = partial(load_dataset, config.dataset, format=config.format, seed=config.seed)
+        if not config.hold_out:
+            return load(split=split, limit=config.limits.get(split))
+        everything = load()
+        self._check_families(everything)
+        if split == "train":
+            chosen = [r for r in everything if r.split == "train" and not held_out(r, config.hold_out)]
+        elif split == "test":
+            moved = [r for r in everything if r.split == "train" and held_out(r, config.hold_out)]
+            chosen = [r for r in everything if r.split == "test"] + [replace(r, split="test") for r in moved]
+        else:
+            chosen = [r for r in everything if r.split == split]
+        if not chosen:
+            raise SelfknowError(f"{self.dir}: {config.dataset} has no {split} questions outside the held-out families")
+        return seeded_subset(chosen, config.limits.get(split), config.seed)
+
     def answer(self) -> None:
         config = self.config
         for split in SPLITS:
@@ -238,15 +262,14 @@ class Run:
                     config.dataset,
                     output=self.answers(split),
                     model=config.model,
-                    split=split,
                     format=config.format,
                     kshot=config.kshot,
                     chat=config.chat,
-                    limit=config.limits.get(split),
                     seed=config.seed,
                     config=AnswerConfig(max_new_tokens=config.max_new_tokens),
                     progress=self.progress,
                     loaded=loaded,
+                    questions=self.questions(split),
                 )
 
     def grade(self) -> None:
@@ -295,16 +318,20 @@ class Run:
                     write_json(directory / "scalers.json", scalers)
                 self._synced()
 
-    def _in_family(self, records: list[Record]) -> list[Record]:
-        """``records`` without the held-out families, after checking each named family has questions."""
-        if not self.config.hold_out:
-            return records
+    def _check_families(self, records: list[Record]) -> None:
+        """Each held-out family must have questions among ``records``: a misspelt one would hold out nothing."""
         unknown = [f for f in self.config.hold_out if not any(held_out(r, [f]) for r in records)]
         if unknown:
             raise SelfknowError(
                 f"{self.dir}: no question of the held-out famil{'ies' if len(unknown) > 1 else 'y'} "
                 f"{', '.join(unknown)}; families here: {', '.join(sorted({family(r) for r in records}))}"
             )
+
+    def _in_family(self, records: list[Record]) -> list[Record]:
+        """``records`` without the held-out families (runs made before held-out train questions moved to test
+        answered them for training)."""
+        if not self.config.hold_out:
+            return records
         kept = [r for r in records if not held_out(r, self.config.hold_out)]
         if not kept:
             raise SelfknowError(f"{self.dir}: every family is held out; nothing is left to fit on")

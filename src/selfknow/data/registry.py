@@ -98,13 +98,19 @@ def load_dataset(
         records = [r for r in records if r.split == split]
         if not records:
             raise DataError(f"dataset '{spec}' has no '{split}' split; it has {', '.join(available) or 'none'}")
-    if limit is not None and limit < len(records):
-        ranked = sorted(records, key=lambda r: hashlib.sha256(f"{seed}|{r.id}".encode()).hexdigest())
-        keep = {r.id for r in ranked[:limit]}
-        records = [r for r in records if r.id in keep]
+    records = seeded_subset(records, limit, seed)
     if not records:
         raise DataError(f"dataset '{spec}' gave no records")
     return records
+
+
+def seeded_subset(records: list[Record], limit: int | None, seed: int) -> list[Record]:
+    """``limit`` of ``records`` chosen by a seeded hash of their ids (the same for any order), in their order."""
+    if limit is None or limit >= len(records):
+        return records
+    ranked = sorted(records, key=lambda r: hashlib.sha256(f"{seed}|{r.id}".encode()).hexdigest())
+    keep = {r.id for r in ranked[:limit]}
+    return [r for r in records if r.id in keep]
 
 
 @register(
