@@ -1,7 +1,9 @@
-"""Answering throughput of the embedded model against the FLOP floor of the tokens it computes.
+"""Answering throughput against the FLOP floor of the tokens it computes.
 
     .venv/bin/python bench/answer_throughput.py            # all three runs (about 25 min on 2 cores)
     .venv/bin/python bench/answer_throughput.py --limit 100
+    .venv/bin/python bench/answer_throughput.py --model qwen2.5-coder-1.5b --limit 60 \
+        --out bench/results/answer_throughput_reference.json
 
 The floor of a run is the FLOPs its useful tokens need, divided by this machine's fp32 matmul peak
 measured in the same run: 2 x (non-embedding parameters) per token, 4 x layers x attention width per
@@ -66,10 +68,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, default=None, help="questions per run (default: whole test split)")
     parser.add_argument("--runs", nargs="*", default=list(RUNS), choices=list(RUNS))
+    parser.add_argument("--model", default="smollm2")
     parser.add_argument("--out", type=Path, default=Path("bench/results/answer_throughput.json"))
     args = parser.parse_args()
     torch.manual_seed(0)
-    model, _ = load_model("smollm2")
+    model, tokenizer = load_model(args.model)
     peak_before = matmul_peak(model.config.hidden_size, model.config.intermediate_size)
     results = {}
     for name in args.runs:
@@ -81,6 +84,7 @@ def main() -> None:
             limit=args.limit,
             config=AnswerConfig(),
             progress=False,
+            loaded=(model, tokenizer),
         )
         graded = grade_records(records)
         read = stats.records + stats.generated_tokens if spec["format"] == "oe" else stats.records
@@ -108,6 +112,7 @@ def main() -> None:
         result["time_over_floor"] = round(result["seconds"] / result["floor_seconds"], 2)
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
     summary = {
+        "model": args.model,
         "matmul_peak_gflops": round(peak, 1),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -222,17 +222,20 @@ def test_bootstrap_interval_is_reproducible_with_a_seed():
 def test_evaluate_scores_gives_every_metric_with_an_interval():
     conf, correct = _sample(150)
     groups = np.array(["A", "B"] * 75)
-    results = evaluate_scores(conf, correct, groups, n_boot=50)
+    tasks = np.array(["A/x", "B/y", "A/z"] * 50)
+    results = evaluate_scores(conf, correct, groups, n_boot=50, tasks=tasks)
     expected = set(METRICS) - {"selective_accuracy"} | {"selective_accuracy@0.5", "selective_accuracy@0.8"}
     assert set(results) == expected
     assert results["ece"]["value"] == ece(conf, correct)
+    assert results["within_task_auroc"]["value"] == within_group_auroc(conf, correct, tasks)
+    assert results["within_task_auroc"]["value"] != results["within_group_auroc"]["value"]
     assert results["selective_accuracy@0.8"]["value"] == selective_accuracy(conf, correct, 0.8)
     assert all(r["low"] <= r["high"] for r in results.values())
 
 
 def test_evaluate_scores_without_groups_or_bootstrap():
     results = evaluate_scores([0.9, 0.2], [1, 0], n_boot=0)
-    assert "within_group_auroc" not in results
+    assert "within_group_auroc" not in results and "within_task_auroc" not in results
     assert results["auroc"]["value"] == 1.0
     assert math.isnan(results["auroc"]["low"])
 

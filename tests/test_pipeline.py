@@ -15,6 +15,7 @@ from selfknow.answer import AnswerConfig, answer_records
 from selfknow.ask import Asker
 from selfknow.data.records import Record, read_records, write_records
 from selfknow.errors import SelfknowError
+from selfknow.metrics import within_group_auroc
 from selfknow.models import load_model
 from selfknow.pipeline import Run, RunConfig
 from selfknow.prompts import Prompter
@@ -246,5 +247,11 @@ def test_held_out_families_are_never_fitted_on_choose_the_served_estimator_and_a
     assert train_ids and not train_ids & {r.id for r in outside}
     assert summary["out_of_family"]["probe"]["auroc"] == away["metrics"]["probe"]["auroc"]
     assert "## In family and out of family" in (tmp_path / "run" / "evaluation" / "report.md").read_text()
+    assert "within-task AUROC" in (tmp_path / "run" / "evaluation" / "report.md").read_text()
+    scored = [r for r in read_records(tmp_path / "run" / "scores" / "test.jsonl") if r.task == "a"]  # in family
+    by_family = within_group_auroc(
+        [r.confidences["probe"] for r in scored], [r.correct for r in scored], [r.dataset for r in scored]
+    )
+    assert summary["metrics"]["probe"]["within_task_auroc"]["value"] == pytest.approx(by_family)
     with pytest.raises(SelfknowError, match="no question of the held-out family toy9"):
         Run(tmp_path / "other", replace(settings, hold_out=["toy9"]), progress=False).run()

@@ -82,6 +82,7 @@ def print_examples(records: list[Record]) -> None:
 def print_comparison(summary: dict) -> None:
     """The estimators side by side on the test split (point values; report.md has the intervals)."""
     columns = {"ece": "ECE", "brier": "Brier", "auroc": "AUROC", "within_group_auroc": "within-dataset AUROC"}
+    columns["within_task_auroc"] = "within-task AUROC"
     accuracy = summary["metrics"][summary["best"]]["accuracy"]["value"]
     table = Table(title=f"{summary['records']} held-out answers, accuracy {accuracy:.3f}")
     table.add_column("estimator")

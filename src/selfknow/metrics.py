@@ -37,6 +37,7 @@ METRICS: dict[str, str] = {
     "nll": "mean negative log-likelihood −[y·log p + (1−y)·log(1−p)], p clipped to [1e-12, 1−1e-12]",
     "auroc": "probability a random correct answer gets higher confidence than a random wrong one (ties ½)",
     "within_group_auroc": "mean over datasets of the AUROC inside each dataset (datasets with one class skipped)",
+    "within_task_auroc": "mean over tasks (an MMLU subject, a built-in question type) of the AUROC inside each",
     "auprc": "average precision of confidence as a detector of correct answers",
     "aurc": "area under the risk-coverage curve: mean error rate among the k most confident, k = 1..N",
     "selective_accuracy": "accuracy on the ⌈c·N⌉ most confident answers, for coverage c",
@@ -299,11 +300,12 @@ def evaluate_scores(
     coverages: Sequence[float] = (0.5, 0.8),
     n_boot: int = 1000,
     seed: int = 0,
+    tasks: ArrayLike | None = None,
 ) -> dict[str, dict[str, float]]:
     """Every metric as ``{"value", "low", "high"}`` (bootstrap interval at 95%; NaN bounds when ``n_boot`` is 0).
 
-    Keys are those of :data:`METRICS`, with ``within_group_auroc`` only when ``groups`` are given and
-    ``selective_accuracy@c`` for each coverage c.
+    Keys are those of :data:`METRICS`, with ``within_group_auroc`` only when ``groups`` (datasets) are given,
+    ``within_task_auroc`` only when ``tasks`` are, and ``selective_accuracy@c`` for each coverage c.
     """
     conf, hit, groups = _check(confidence, correct, groups)
     pair = (conf, hit)
@@ -318,6 +320,8 @@ def evaluate_scores(
     }
     if groups is not None:
         metrics["within_group_auroc"] = (within_group_auroc, (conf, hit, groups))
+    if tasks is not None:
+        metrics["within_task_auroc"] = (within_group_auroc, (conf, hit, _check(conf, hit, tasks)[2]))
     metrics["auprc"] = (auprc, pair)
     metrics["aurc"] = (aurc, pair)
     for c in coverages:

@@ -434,9 +434,10 @@ class Run:
         ``sections(metrics)`` added) and plots."""
         names = list(records[0].confidences)
         correct, groups = labels(records), np.array([r.dataset for r in records])
+        tasks = np.array([family(r) for r in records])
         scores = {n: np.array([r.confidences[n] for r in records]) for n in names}
         results = {
-            n: evaluate_scores(s, correct, groups, n_boot=self.config.bootstrap, seed=self.config.seed)
+            n: evaluate_scores(s, correct, groups, n_boot=self.config.bootstrap, seed=self.config.seed, tasks=tasks)
             for n, s in scores.items()
         }
         summary = {

@@ -27,6 +27,7 @@ COLUMNS = {
     "nll": "NLL ↓",
     "auroc": "AUROC ↑",
     "within_group_auroc": "within-dataset AUROC ↑",
+    "within_task_auroc": "within-task AUROC ↑",
     "auprc": "AUPRC ↑",
     "aurc": "AURC ↓",
 }
