@@ -110,6 +110,22 @@ def test_fitting_ungraded_records_is_an_error_that_keeps_the_answers(tiny_llama_
     assert (tmp_path / "run" / "answers" / "train.jsonl").read_text() == answers
 
 
+def test_grades_made_before_the_grade_stage_are_kept(tiny_llama_dir, dataset, tmp_path):
+    """A judge's grades (``selfknow grade --strategy judge`` between stages) are what the run fits on."""
+    settings = replace(config(tiny_llama_dir, dataset), estimators=["constant", "dataset-accuracy"])
+    run = Run(tmp_path / "run", settings, progress=False)
+    run.run(["answer"])
+    judged = {}
+    for split in ("train", "validation", "test"):
+        path = tmp_path / "run" / "answers" / f"{split}.jsonl"
+        records = [replace(r, correct=i % 3 == 0, grader="judge") for i, r in enumerate(read_records(path))]
+        write_records(path, records)
+        judged.update({r.id: r.correct for r in records})
+    run.run(["grade", "fit", "score"])
+    scored = read_records(tmp_path / "run" / "scores" / "test.jsonl")
+    assert {r.grader for r in scored} == {"judge"} and all(r.correct == judged[r.id] for r in scored)
+
+
 def test_training_answers_of_one_class_are_a_clear_error(tiny_llama_dir, dataset, tmp_path):
     run = Run(tmp_path / "run", config(tiny_llama_dir, dataset), progress=False)
     run.run(["answer", "grade"])
