@@ -10,9 +10,13 @@ import pytest
 import torch
 from peft import LoraConfig, get_peft_model
 
+import selfknow.batching as batching
 import selfknow.checkpoints as checkpoints
+import selfknow.confidence.tuning as tuning
 from selfknow.confidence.base import Context
+from selfknow.confidence.features import base_query_features, forward_queries
 from selfknow.confidence.lora import CalibrationTuning
+from selfknow.confidence.query import render_query
 from selfknow.models import load_model
 from selfknow.sft import fit, prompt_target_row
 from tests.test_tuning import graded
@@ -95,7 +99,7 @@ def test_a_killed_lora_training_resumes_to_the_uninterrupted_weights(tiny_llama_
     assert numbers["loss_last"] is not None
 
 
-def test_a_killed_calibration_tuning_resumes_with_its_best_epoch(tiny_llama_dir, tmp_path, every_step):
+def test_a_killed_calibration_tuning_resumes_with_its_best_epoch(tiny_llama_dir, tmp_path, every_step, monkeypatch):
     """ct keeps the epoch with the best validation NLL: the history of epochs before the kill survives it."""
     options = {"top_layers": 1, "epochs": 3, "lr": 2e-3, "batch_size": 16}
     train, validation, test = graded(32, "train"), graded(16, "validation"), graded(8, "test")
@@ -109,6 +113,9 @@ def test_a_killed_calibration_tuning_resumes_with_its_best_epoch(tiny_llama_dir,
                 CalibrationTuning(**options).fit(train, validation, first)
             model, tokenizer = load_model(str(tiny_llama_dir), device="cpu")
         context = Context("tiny", model=model, tokenizer=tokenizer, progress=False, checkpoint_dir=folder)
+        if killed:  # the base pass's activations were saved before the kill: none is computed again
+            assert list((folder / "ct").glob("activations-*.safetensors"))
+            monkeypatch.setattr(tuning, "cache_queries", lambda *a, **k: pytest.fail("activations recomputed"))
         fitted = CalibrationTuning(**options).fit(train, validation, context)
         outcomes.append((fitted.config["training"], fitted.score(test, context)))
     (reference, scores), (resumed, again) = outcomes
@@ -137,3 +144,38 @@ def test_checkpoints_stay_until_the_result_is_saved(tmp_path):
     with checkpoints.removed_after_saving(folder):
         pass
     assert not folder.exists()
+
+
+def test_parts_are_saved_as_they_are_done_and_a_rerun_computes_only_the_missing_ones(tmp_path):
+    computed: list[int] = []
+    dies_in = [2]  # the first pass dies in its third part
+
+    def compute(i):
+        if i in dies_in:
+            raise Killed
+        computed.append(i)
+        return {"x": torch.full((2,), float(i))}
+
+    keys = ["a", "b", "c"]
+    with pytest.raises(Killed):
+        checkpoints.computed_in_parts(tmp_path, "part", keys, compute)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["part-a.safetensors", "part-b.safetensors"]
+    dies_in.clear()
+    parts = checkpoints.computed_in_parts(tmp_path, "part", keys, compute)
+    assert computed == [0, 1, 2] and [p["x"][0].item() for p in parts] == [0.0, 1.0, 2.0]
+    assert checkpoints.part_ranges(5, 2) == [range(0, 2), range(2, 4), range(4, 5)]
+
+
+def test_feature_passes_in_parts_equal_one_pass_and_are_read_back(tiny_llama_dir, tmp_path, monkeypatch):
+    monkeypatch.setattr(batching, "CPU_LIMITS", (2, 16384))  # parts of 4 records: 10 records make 3 parts
+    model, tokenizer = load_model(str(tiny_llama_dir), device="cpu")
+    records = graded(10, "train")
+    context = Context("tiny", model=model, tokenizer=tokenizer, progress=False, cache_dir=tmp_path)
+    parted = base_query_features(records, context)
+    whole = forward_queries(model, tokenizer, [render_query(r, tokenizer) for r in records], hidden=True)
+    assert len(list(tmp_path.glob("query-raw-*.safetensors"))) == 3
+    torch.testing.assert_close(parted.option_logits, whole.option_logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(parted.hidden.float(), whole.hidden.float(), rtol=0, atol=1e-2)
+    monkeypatch.setattr("selfknow.confidence.features.forward_queries", lambda *a, **k: pytest.fail("recomputed"))
+    again = base_query_features(records, context)
+    assert torch.equal(again.option_logits, parted.option_logits) and torch.equal(again.hidden, parted.hidden)

@@ -1,5 +1,8 @@
 """Checkpoints that let a killed training resume where it was instead of from its first step.
 
+Model passes that feed a training or an estimator (feature passes, calibration tuning's activation cache) are
+saved in parts as they go (:func:`computed_in_parts`), so a kill costs at most one part of them.
+
 Every selfknow training is a ``transformers.Trainer`` run on a model whose base weights are frozen, so a
 checkpoint holds only what changes: the trainable parameters, the optimizer and scheduler, the RNG states
 and the trainer's position (Trainer's own files), plus whatever a callback keeps (the best epoch so far).
@@ -13,7 +16,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -21,6 +24,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from selfknow.distributed import process_state
+from selfknow.writing import save_tensors
 
 CHECKPOINTS = "checkpoints"  # in a run folder: checkpoints/ (one training) or checkpoints/<name>/ (one of several)
 SECONDS_VARIABLE = "SELFKNOW_CHECKPOINT_SECONDS"
@@ -127,3 +133,29 @@ def removed_after_saving(checkpoints: Path | None) -> Iterator[Path | None]:
         if checkpoints.parent.name == CHECKPOINTS:
             with suppress(OSError):  # the shared folder goes with its last training
                 checkpoints.parent.rmdir()
+
+
+def computed_in_parts(
+    folder: Path | None, prefix: str, keys: Sequence[str], compute: Callable[[int], dict[str, torch.Tensor]]
+) -> list[dict[str, torch.Tensor]]:
+    """``compute(i)`` for each part ``i``, saved as ``folder/<prefix>-<keys[i]>.safetensors`` once done and read
+    back on a rerun instead of computed, so a killed pass redoes at most one part (without ``folder``, computed
+    only). Under ``accelerate launch`` the processes compute each part together and the main process writes."""
+    state = process_state()
+    parts = []
+    for i, key in enumerate(keys):
+        path = folder / f"{prefix}-{key}.safetensors" if folder is not None else None
+        if path is not None and path.exists():
+            parts.append(load_file(path))
+            continue
+        part = compute(i)
+        if path is not None and state.is_main_process:
+            save_tensors(path, part)
+        state.wait_for_everyone()
+        parts.append(part)
+    return parts
+
+
+def part_ranges(count: int, size: int) -> list[range]:
+    """``range(count)`` cut into consecutive parts of ``size`` (the last one shorter)."""
+    return [range(start, min(start + size, count)) for start in range(0, count, size)]

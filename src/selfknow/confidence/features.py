@@ -16,9 +16,9 @@ from dataclasses import dataclass
 
 import torch
 from accelerate.utils import gather_object
-from safetensors.torch import load_file
 
 from selfknow.batching import make_batches, pass_limits
+from selfknow.checkpoints import computed_in_parts, part_ranges
 from selfknow.confidence.base import Context
 from selfknow.confidence.query import QueryText, option_ids, render_query
 from selfknow.data.records import Record
@@ -26,7 +26,6 @@ from selfknow.distributed import process_state
 from selfknow.engine import left_pad
 from selfknow.models import adapters_off, input_device
 from selfknow.progress import token_progress
-from selfknow.writing import save_tensors
 
 
 @dataclass
@@ -141,18 +140,18 @@ def _key(context: Context, style: str, records: Sequence[Record]) -> str:
 
 
 def base_query_features(records: Sequence[Record], context: Context, style: str = "raw") -> QueryFeatures:
-    """The base model's query features for these records, from the context's cache when present."""
-    path = (
-        context.cache_dir / f"query-{style}-{_key(context, style, records)}.safetensors" if context.cache_dir else None
-    )
-    if path is not None and path.exists():
-        stored = load_file(path)
-        return QueryFeatures(stored["option_logits"], stored["hidden"])
-    queries = [render_query(r, context.tokenizer, style) for r in records]
-    with adapters_off(context.lm):
-        features = forward_queries(context.lm, context.tokenizer, queries, hidden=True, progress=context.progress)
-    state = process_state()
-    if path is not None and state.is_main_process:
-        save_tensors(path, {"option_logits": features.option_logits, "hidden": features.hidden})
-    state.wait_for_everyone()
-    return features
+    """The base model's query features for these records, from the context's cache when present.
+
+    The cache is written in parts of two passes' rows as the pass goes, so a killed run redoes one part."""
+    size = 2 * pass_limits(context.lm, keep_cache=False, all_hidden=True)[0]
+    ranges = part_ranges(len(records), size)
+
+    def compute(i: int) -> dict[str, torch.Tensor]:
+        queries = [render_query(records[j], context.tokenizer, style) for j in ranges[i]]
+        with adapters_off(context.lm):
+            part = forward_queries(context.lm, context.tokenizer, queries, hidden=True, progress=context.progress)
+        return {"option_logits": part.option_logits, "hidden": part.hidden}
+
+    keys = [_key(context, style, records[r.start : r.stop]) for r in ranges]
+    parts = computed_in_parts(context.cache_dir, f"query-{style}", keys, compute)
+    return QueryFeatures(*(torch.cat([p[name] for p in parts]) for name in ("option_logits", "hidden")))

@@ -23,7 +23,7 @@ from selfknow.confidence.tuning import (
     CachedQueries,
     CalibrationModel,
     TuningConfig,
-    cache_queries,
+    cache_queries_in_parts,
     make_head,
     num_layers,
     query_options,
@@ -62,8 +62,9 @@ class _Tuned(Estimator):
             peft_model = self._peft_model = context.attach_adapter(self.name, tuning.lora(num_layers(context.model)))
             hidden_size = context.model.config.get_text_config().hidden_size
             self._head = make_head(hidden_size) if self.head_kind == "probe" else None
+        folder = context.checkpoints(self.name)
         cache = [
-            cache_queries(peft_model, tokenizer, q, labels(rs), tuning, progress=context.progress)
+            cache_queries_in_parts(peft_model, tokenizer, q, labels(rs), tuning, folder, progress=context.progress)
             for q, rs in ((queries_train, train), (queries_val, validation))
         ]
         result = train_adapter(

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import hashlib
 import json
 import math
 from collections.abc import Iterator, Sequence
@@ -35,7 +36,13 @@ from torch import nn
 from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments
 
 from selfknow.batching import make_batches, pass_limits
-from selfknow.checkpoints import CheckpointedTrainer, train_resuming, training_folder
+from selfknow.checkpoints import (
+    CheckpointedTrainer,
+    computed_in_parts,
+    part_ranges,
+    train_resuming,
+    training_folder,
+)
 from selfknow.confidence.query import QueryText, option_ids
 from selfknow.distributed import process_state
 from selfknow.engine import left_pad
@@ -278,6 +285,54 @@ def cache_queries(
         for part in gather_object([items]):
             items.update(part)
     return [items[i] for i in range(len(queries))]
+
+
+def cache_queries_in_parts(
+    model,
+    tokenizer,
+    queries: Sequence[QueryText],
+    grades: Sequence[float],
+    config: TuningConfig,
+    folder: Path | None,
+    *,
+    options: Sequence[tuple[int, int]] | None = None,
+    progress: bool = False,
+) -> list[dict[str, torch.Tensor]]:
+    """:func:`cache_queries`, saved to ``folder`` in parts of two passes' rows as it goes (a killed training
+    then redoes one part of the base pass, not all of it, before resuming from its checkpoint)."""
+    size = 2 * pass_limits(model, keep_cache=False, all_hidden=True)[0]
+    ranges = part_ranges(len(queries), size)
+    setting = [getattr(model.config, "_name_or_path", ""), config.top_layers, config.kl_topk]
+
+    def key(part: range) -> str:
+        digest = hashlib.sha256(json.dumps(setting).encode())
+        for i in part:
+            q = queries[i]
+            chosen = None if options is None else list(options[i])
+            digest.update(json.dumps([q.ids, q.answer_start, q.answer_end, float(grades[i]), chosen]).encode())
+        return digest.hexdigest()[:16]
+
+    def compute(index: int) -> dict[str, torch.Tensor]:
+        part = ranges[index]
+        items = cache_queries(
+            model,
+            tokenizer,
+            [queries[i] for i in part],
+            [grades[i] for i in part],
+            config,
+            options=None if options is None else [options[i] for i in part],
+            progress=progress,
+        )
+        return {f"{row}.{name}": value for row, item in enumerate(items) for name, value in item.items()}
+
+    items = []
+    for flat in computed_in_parts(folder, "activations", [key(part) for part in ranges], compute):
+        rows: dict[int, dict[str, torch.Tensor]] = {}
+        for name, value in flat.items():
+            row, field_name = name.split(".", 1)
+            rows.setdefault(int(row), {})[field_name] = value
+        items += [rows[row] for row in range(len(rows))]
+    return items
 
 
 class CalibrationTrainer(CheckpointedTrainer):
