@@ -141,3 +141,9 @@ def pass_limits(model, *, keep_cache: bool, all_hidden: bool = False) -> tuple[i
         per_token += (layers + 1) * hidden * element
     free, _ = torch.cuda.mem_get_info(device)
     return GPU_MAX_ROWS, max(int(GPU_MEMORY_SHARE * free) // per_token, 1024)
+
+
+def part_rows(model) -> int:
+    """Queries per saved part of a base pass (feature passes, ct's activation cache): two passes' rows, so a
+    part fills whole batches and a kill redoes little."""
+    return 2 * pass_limits(model, keep_cache=False, all_hidden=True)[0]

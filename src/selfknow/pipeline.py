@@ -20,7 +20,7 @@ import subprocess
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
-from functools import cached_property, partial
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -229,6 +229,13 @@ class Run:
         with adapters_off(self.context.lm) as base:
             yield base, self.context.tokenizer
 
+    @cached_property
+    def _every_question(self) -> list[Record]:
+        """Every split of the run's dataset, loaded once, after checking each held-out family is in it."""
+        everything = load_dataset(self.config.dataset, format=self.config.format, seed=self.config.seed)
+        self._check_families(everything)
+        return everything
+
     def questions(self, split: str) -> list[Record]:
         """The questions the run answers for ``split``, a seeded subset of ``limits[split]`` of them.
 
@@ -236,11 +243,11 @@ class Run:
         join the test split as out-of-family test questions, which narrows that estimate's interval.
         """
         config = self.config
-        load = partial(load_dataset, config.dataset, format=config.format, seed=config.seed)
         if not config.hold_out:
-            return load(split=split, limit=config.limits.get(split))
-        everything = load()
-        self._check_families(everything)
+            return load_dataset(
+                config.dataset, split=split, format=config.format, seed=config.seed, limit=config.limits.get(split)
+            )
+        everything = self._every_question
         if split == "train":
             chosen = [r for r in everything if r.split == "train" and not held_out(r, config.hold_out)]
         elif split == "test":

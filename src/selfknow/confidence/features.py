@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from accelerate.utils import gather_object
 
-from selfknow.batching import make_batches, pass_limits
+from selfknow.batching import make_batches, part_rows, pass_limits
 from selfknow.checkpoints import computed_in_parts, part_ranges
 from selfknow.confidence.base import Context
 from selfknow.confidence.query import QueryText, option_ids, render_query
@@ -143,7 +143,7 @@ def base_query_features(records: Sequence[Record], context: Context, style: str 
     """The base model's query features for these records, from the context's cache when present.
 
     The cache is written in parts of two passes' rows as the pass goes, so a killed run redoes one part."""
-    size = 2 * pass_limits(context.lm, keep_cache=False, all_hidden=True)[0]
+    size = part_rows(context.lm)
     ranges = part_ranges(len(records), size)
 
     def compute(i: int) -> dict[str, torch.Tensor]:

@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments
 
-from selfknow.batching import make_batches, pass_limits
+from selfknow.batching import make_batches, part_rows, pass_limits
 from selfknow.checkpoints import (
     CheckpointedTrainer,
     computed_in_parts,
@@ -300,7 +300,7 @@ def cache_queries_in_parts(
 ) -> list[dict[str, torch.Tensor]]:
     """:func:`cache_queries`, saved to ``folder`` in parts of two passes' rows as it goes (a killed training
     then redoes one part of the base pass, not all of it, before resuming from its checkpoint)."""
-    size = 2 * pass_limits(model, keep_cache=False, all_hidden=True)[0]
+    size = part_rows(model)
     ranges = part_ranges(len(queries), size)
     setting = [getattr(model.config, "_name_or_path", ""), config.top_layers, config.kl_topk]
 
