@@ -44,3 +44,59 @@ def test_elk_run_writes_every_stage_and_resumes(tiny_llama_dir, tmp_path):
 
     with pytest.raises(SelfknowError, match="other settings"):
         ElkRun(out, ElkConfig(model=str(tiny_llama_dir), statements=100))
+
+
+class Killed(Exception):
+    """Stands for a kill -9 at the point a patched function is reached."""
+
+
+def test_killed_training_and_extraction_redo_only_unsaved_parts(tiny_qwen_dir, tmp_path, monkeypatch):
+    import selfknow.confidence.tuning as tuning
+    import selfknow.elk.run as elk_run
+    import selfknow.elk.training as training
+
+    settings = {"top_layers": 1, "epochs": 1, "lr": 1e-3, "batch_size": 16, "dropout": 0.0}
+    config = ElkConfig(model=str(tiny_qwen_dir), statements=200, training=settings, methods=["lr"], bootstrap=20)
+    run, out = ElkRun(tmp_path / "elk", config, progress=False), tmp_path / "elk"
+    run.run(["data"])
+    monkeypatch.setattr(elk_run, "part_rows", lambda model: 40)
+
+    def killed(*args, **kwargs):
+        raise Killed
+
+    monkeypatch.setattr(training, "train_adapter", killed)  # killed once the base pass is saved
+    with pytest.raises(Killed):
+        run.run(["train"])
+    assert list((out / "checkpoints").glob("activations-*.safetensors"))
+    monkeypatch.undo()
+    monkeypatch.setattr(elk_run, "part_rows", lambda model: 40)
+    computed = []
+    original_cache = tuning.cache_queries
+    monkeypatch.setattr(tuning, "cache_queries", lambda *a, **k: computed.append(1) or original_cache(*a, **k))
+    run.run(["train"])
+    assert computed == []  # the rerun read the base pass back instead of computing it
+    assert not (out / "checkpoints").exists()
+
+    validation = [e for e in run.examples() if e.split == "validation"]
+    parts = -(-len(validation) // 40)
+    assert parts >= 3
+    calls = []
+    original_forward = elk_run.forward_queries
+
+    def killed_on_second_part(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise Killed
+        return original_forward(*args, **kwargs)
+
+    monkeypatch.setattr(elk_run, "forward_queries", killed_on_second_part)
+    with pytest.raises(Killed):
+        run.run(["extract"])
+    assert len(list((out / "features" / "validation-parts").glob("*.safetensors"))) == 1
+    calls.clear()
+    monkeypatch.setattr(elk_run, "forward_queries", lambda *a, **k: calls.append(1) or original_forward(*a, **k))
+    run.run(["extract"])
+    assert len(calls) == parts - 1  # only the parts the kill lost
+    assert not (out / "features" / "validation-parts").exists()
+    ids, arrays = run.load_features("validation")
+    assert ids == [e.id for e in validation] and arrays["hidden"].shape[0] == len(validation)

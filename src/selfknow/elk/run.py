@@ -6,7 +6,8 @@ Stages write their outputs as they finish, so a rerun resumes at the first missi
 - ``train``: ``adapter/`` (PEFT format), ``training.json`` with the model's agreement with each
   character's labels in each context on the held-out test split;
 - ``extract``: ``features/{validation,test}.safetensors``, the quirky model's hidden states at the last
-  prompt token (every layer), at each answer token appended (contrast pairs) and its log-odds;
+  prompt token (every layer), at each answer token appended (contrast pairs) and its log-odds, saved in
+  parts as the pass goes (the base pass that training starts from is too, so a kill redoes one part);
 - ``evaluate``: ``evaluation/metrics.json``, ``report.md`` and ``auroc_by_layer.png``.
 
 Probes are fit on the validation split's Alice-easy examples with Alice's labels and tested on the test
@@ -15,6 +16,7 @@ split's populations (AE, AH, BH), against both characters' labels (Mallen & Belr
 
 from __future__ import annotations
 
+import hashlib
 import json
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -27,7 +29,8 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
-from selfknow.checkpoints import CHECKPOINTS, removed_after_saving
+from selfknow.batching import part_rows
+from selfknow.checkpoints import CHECKPOINTS, computed_in_parts, part_ranges, removed_after_saving
 from selfknow.confidence.base import Context
 from selfknow.confidence.features import forward_queries
 from selfknow.confidence.tuning import TuningConfig, num_layers
@@ -144,30 +147,42 @@ class ElkRun:
             self._extract(split, examples)
 
     def _extract(self, split: str, examples: list[QuirkyExample]) -> None:
-        """The quirky model's features on one split: last-token states, contrast pairs and its log-odds."""
+        """The quirky model's features on one split: last-token states, contrast pairs and its log-odds.
+        Saved in parts as the pass goes (keyed by the adapter's weights and the examples), so a killed
+        extraction redoes one part; the parts go once the split's file is written."""
         path = self.features_path(split)
         if path.exists():
             return
         chosen = select(examples, split=split)
         encoded = encode(chosen, self.context.tokenizer)
-        features = forward_queries(
-            self.quirky_model(),
-            self.context.tokenizer,
-            encoded.queries,
-            hidden=True,
-            contrast=True,
-            options=encoded.options,
-            progress=self.progress,
-        )
-        save_tensors(
-            path,
-            {
+        model = self.quirky_model()
+        ranges = part_ranges(len(chosen), part_rows(model))
+        adapter = hashlib.sha256((self.dir / "adapter" / "adapter_model.safetensors").read_bytes()).hexdigest()
+
+        def key(part: range) -> str:
+            return hashlib.sha256(json.dumps([adapter, [chosen[i].id for i in part]]).encode()).hexdigest()[:16]
+
+        def compute(index: int) -> dict[str, torch.Tensor]:
+            part = ranges[index]
+            features = forward_queries(
+                model,
+                self.context.tokenizer,
+                [encoded.queries[i] for i in part],
+                hidden=True,
+                contrast=True,
+                options=[encoded.options[i] for i in part],
+                progress=self.progress,
+            )
+            return {
                 "hidden": features.hidden[:, 1:],  # the embeddings carry no answer
                 "contrast": features.contrast[:, 1:],
                 "log_odds": features.option_logits[:, 1] - features.option_logits[:, 0],
-            },
-            metadata={"ids": json.dumps([e.id for e in chosen])},
-        )
+            }
+
+        with removed_after_saving(path.parent / f"{split}-parts") as folder:
+            parts = computed_in_parts(folder, split, [key(part) for part in ranges], compute)
+            tensors = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
+            save_tensors(path, tensors, metadata={"ids": json.dumps([e.id for e in chosen])})
 
     def load_features(self, split: str) -> tuple[list[str], dict[str, np.ndarray]]:
         path = self.features_path(split)

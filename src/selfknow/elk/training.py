@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from selfknow.confidence.query import QueryText
-from selfknow.confidence.tuning import CachedQueries, TuningConfig, cache_queries, train_adapter
+from selfknow.confidence.tuning import CachedQueries, TuningConfig, cache_queries_in_parts, train_adapter
 from selfknow.elk.quirky import QuirkyExample
 from selfknow.errors import ModelError
-from selfknow.models import adapters_off
 
 
 @dataclass(frozen=True)
@@ -62,17 +61,24 @@ def train_quirky(
     checkpoints: Path | None = None,
 ) -> dict:
     """Train the named adapter on the characters' labels; returns the training numbers (best epoch on
-    validation NLL). With a ``checkpoints`` folder, a killed training resumes from its last checkpoint."""
+    validation NLL). With a ``checkpoints`` folder, a killed training resumes from its last checkpoint and
+    reads the base pass's activations back from the parts saved there."""
     cached = []
     for examples in (train, validation):
         encoded = encode(examples, tokenizer)
         labels = [float(e.label) for e in examples]
-        with adapters_off(peft_model):
-            cached.append(
-                cache_queries(
-                    peft_model, tokenizer, encoded.queries, labels, config, options=encoded.options, progress=progress
-                )
-            )
+        cached.append(
+            cache_queries_in_parts(
+                peft_model,
+                tokenizer,
+                encoded.queries,
+                labels,
+                config,
+                checkpoints,
+                options=encoded.options,
+                progress=progress,
+            )  # fmt: skip
+        )
     return train_adapter(
         peft_model,
         adapter,
