@@ -13,6 +13,7 @@ from peft import LoraConfig, get_peft_model
 import selfknow.batching as batching
 import selfknow.checkpoints as checkpoints
 import selfknow.confidence.tuning as tuning
+import selfknow.progress as progress
 from selfknow.confidence.base import Context
 from selfknow.confidence.features import base_query_features, forward_queries
 from selfknow.confidence.lora import CalibrationTuning
@@ -148,22 +149,50 @@ def test_checkpoints_stay_until_the_result_is_saved(tmp_path):
 
 def test_parts_are_saved_as_they_are_done_and_a_rerun_computes_only_the_missing_ones(tmp_path):
     computed: list[int] = []
-    dies_in = [2]  # the first pass dies in its third part
+    dies_in = [4]  # the first pass dies in its third part
 
-    def compute(i):
-        if i in dies_in:
+    def compute(part):
+        if part.start in dies_in:
             raise Killed
-        computed.append(i)
-        return {"x": torch.full((2,), float(i))}
+        computed.append(part.start)
+        return {"x": torch.full((2,), float(part.start))}
 
-    keys = ["a", "b", "c"]
+    def key(part):
+        return "abc"[part.start // 2]
+
+    ranges = checkpoints.part_ranges(5, 2)
+    assert ranges == [range(0, 2), range(2, 4), range(4, 5)]
     with pytest.raises(Killed):
-        checkpoints.computed_in_parts(tmp_path, "part", keys, compute)
+        checkpoints.computed_in_parts(tmp_path, "part", ranges, key, compute)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["part-a.safetensors", "part-b.safetensors"]
     dies_in.clear()
-    parts = checkpoints.computed_in_parts(tmp_path, "part", keys, compute)
-    assert computed == [0, 1, 2] and [p["x"][0].item() for p in parts] == [0.0, 1.0, 2.0]
-    assert checkpoints.part_ranges(5, 2) == [range(0, 2), range(2, 4), range(4, 5)]
+    parts = checkpoints.computed_in_parts(tmp_path, "part", ranges, key, compute)
+    assert computed == [0, 2, 4] and [p["x"][0].item() for p in parts] == [0.0, 2.0, 4.0]
+
+
+def test_a_pass_in_parts_shows_one_bar_over_all_rows(tmp_path, monkeypatch):
+    bars = []
+
+    class Recorded(progress.Progress):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            bars.append(self)
+
+    monkeypatch.setattr(progress, "Progress", Recorded)
+
+    def compute(part):
+        with progress.token_progress(len(part), "one part", True) as bar:
+            bar.advance(len(part), 10 * len(part))
+        return {"x": torch.zeros(1)}
+
+    ranges = checkpoints.part_ranges(5, 2)
+    checkpoints.computed_in_parts(tmp_path, "part", ranges[:1], lambda part: str(part.start), compute)
+    bars.clear()
+    checkpoints.computed_in_parts(tmp_path, "part", ranges, lambda part: str(part.start), compute, progress=True)
+    assert len(bars) == 1  # not one per part
+    (task,) = bars[0].tasks
+    assert task.total == task.completed == 5  # the part read back counts too
+    assert task.fields["rate"].endswith("tok/s")
 
 
 def test_feature_passes_in_parts_equal_one_pass_and_are_read_back(tiny_llama_dir, tmp_path, monkeypatch):

@@ -26,6 +26,7 @@ from transformers import Trainer, TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from selfknow.distributed import process_state
+from selfknow.progress import parts_progress
 from selfknow.writing import save_tensors
 
 CHECKPOINTS = "checkpoints"  # in a run folder: checkpoints/ (one training) or checkpoints/<name>/ (one of several)
@@ -136,23 +137,32 @@ def removed_after_saving(checkpoints: Path | None) -> Iterator[Path | None]:
 
 
 def computed_in_parts(
-    folder: Path | None, prefix: str, keys: Sequence[str], compute: Callable[[int], dict[str, torch.Tensor]]
+    folder: Path | None,
+    prefix: str,
+    ranges: Sequence[range],
+    key: Callable[[range], str],
+    compute: Callable[[range], dict[str, torch.Tensor]],
+    *,
+    description: str = "computing",
+    progress: bool = False,
 ) -> list[dict[str, torch.Tensor]]:
-    """``compute(i)`` for each part ``i``, saved as ``folder/<prefix>-<keys[i]>.safetensors`` once done and read
-    back on a rerun instead of computed, so a killed pass redoes at most one part (without ``folder``, computed
-    only). Under ``accelerate launch`` the processes compute each part together and the main process writes."""
+    """``compute(part)`` for each part of rows, saved as ``folder/<prefix>-<key(part)>.safetensors`` once done and
+    read back on a rerun instead of computed, so a killed pass redoes at most one part (without ``folder``,
+    computed only). One progress bar counts the rows of all parts. Under ``accelerate launch`` the processes
+    compute each part together and the main process writes."""
     state = process_state()
     parts = []
-    for i, key in enumerate(keys):
-        path = folder / f"{prefix}-{key}.safetensors" if folder is not None else None
-        if path is not None and path.exists():
-            parts.append(load_file(path))
-            continue
-        part = compute(i)
-        if path is not None and state.is_main_process:
-            save_tensors(path, part)
-        state.wait_for_everyone()
-        parts.append(part)
+    with parts_progress(sum(len(part) for part in ranges), description, progress and state.is_main_process) as bar:
+        for part in ranges:
+            path = folder / f"{prefix}-{key(part)}.safetensors" if folder is not None else None
+            if path is not None and path.exists():
+                parts.append(load_file(path))
+            else:
+                parts.append(compute(part))
+                if path is not None and state.is_main_process:
+                    save_tensors(path, parts[-1])
+                state.wait_for_everyone()
+            bar.advance(len(part), 0)
     return parts
 
 

@@ -146,12 +146,17 @@ def base_query_features(records: Sequence[Record], context: Context, style: str 
     size = part_rows(context.lm)
     ranges = part_ranges(len(records), size)
 
-    def compute(i: int) -> dict[str, torch.Tensor]:
-        queries = [render_query(records[j], context.tokenizer, style) for j in ranges[i]]
+    def compute(rows: range) -> dict[str, torch.Tensor]:
+        queries = [render_query(records[j], context.tokenizer, style) for j in rows]
         with adapters_off(context.lm):
             part = forward_queries(context.lm, context.tokenizer, queries, hidden=True, progress=context.progress)
         return {"option_logits": part.option_logits, "hidden": part.hidden}
 
-    keys = [_key(context, style, records[r.start : r.stop]) for r in ranges]
-    parts = computed_in_parts(context.cache_dir, f"query-{style}", keys, compute)
+    def key(rows: range) -> str:
+        return _key(context, style, records[rows.start : rows.stop])
+
+    parts = computed_in_parts(
+        context.cache_dir, f"query-{style}", ranges, key, compute,
+        description="reading queries", progress=context.progress,
+    )  # fmt: skip
     return QueryFeatures(*(torch.cat([p[name] for p in parts]) for name in ("option_logits", "hidden")))

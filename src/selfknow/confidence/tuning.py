@@ -312,8 +312,7 @@ def cache_queries_in_parts(
             digest.update(json.dumps([q.ids, q.answer_start, q.answer_end, float(grades[i]), chosen]).encode())
         return digest.hexdigest()[:16]
 
-    def compute(index: int) -> dict[str, torch.Tensor]:
-        part = ranges[index]
+    def compute(part: range) -> dict[str, torch.Tensor]:
         items = cache_queries(
             model,
             tokenizer,
@@ -326,7 +325,10 @@ def cache_queries_in_parts(
         return {f"{row}.{name}": value for row, item in enumerate(items) for name, value in item.items()}
 
     items = []
-    for flat in computed_in_parts(folder, "activations", [key(part) for part in ranges], compute):
+    parts = computed_in_parts(
+        folder, "activations", ranges, key, compute, description="caching activations", progress=progress
+    )
+    for flat in parts:
         rows: dict[int, dict[str, torch.Tensor]] = {}
         for name, value in flat.items():
             row, field_name = name.split(".", 1)

@@ -162,8 +162,7 @@ class ElkRun:
         def key(part: range) -> str:
             return hashlib.sha256(json.dumps([adapter, [chosen[i].id for i in part]]).encode()).hexdigest()[:16]
 
-        def compute(index: int) -> dict[str, torch.Tensor]:
-            part = ranges[index]
+        def compute(part: range) -> dict[str, torch.Tensor]:
             features = forward_queries(
                 model,
                 self.context.tokenizer,
@@ -180,7 +179,9 @@ class ElkRun:
             }
 
         with removed_after_saving(path.parent / f"{split}-parts") as folder:
-            parts = computed_in_parts(folder, split, [key(part) for part in ranges], compute)
+            parts = computed_in_parts(
+                folder, split, ranges, key, compute, description=f"{split} features", progress=self.progress
+            )
             tensors = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
             save_tensors(path, tensors, metadata={"ids": json.dumps([e.id for e in chosen])})
 
