@@ -13,6 +13,7 @@ from selfknow.confidence.query import option_ids, render_query
 from selfknow.confidence.tuning import (
     CachedQueries,
     CalibrationModel,
+    LengthGroupedBatches,
     TuningConfig,
     cache_queries,
     collate,
@@ -160,3 +161,24 @@ def test_cached_items_hold_the_base_top_k_at_the_answer_positions(tiny):
         assert len(item["answer_positions"]) == len(tokenizer(" " + record.output, add_special_tokens=False).input_ids)
         assert item["base_ids"].shape == (len(item["answer_positions"]), 4)
         assert torch.all(item["base_logprobs"] <= 0)
+
+
+def test_length_grouped_batches_pad_little_and_are_drawn_from_seed_and_epoch():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(50, 300, size=300).tolist()
+    sampler = LengthGroupedBatches(16, lengths, seed=0)
+
+    def epoch(n: int) -> list[int]:
+        sampler.set_epoch(n)
+        return list(sampler)
+
+    def padded(order: list[int]) -> float:
+        batches = [order[i : i + 16] for i in range(0, len(order), 16)]
+        return sum(max(lengths[i] for i in b) * len(b) for b in batches) / sum(lengths)
+
+    first = epoch(0)
+    assert sorted(first) == list(range(300))
+    assert padded(first) < 0.85 * np.mean([padded(rng.permutation(300).tolist()) for _ in range(5)])
+    assert epoch(0) == first and epoch(1) != first  # a resumed epoch sees the same batches
+    longest_first = [max(lengths[i] for i in first[j : j + 16]) for j in range(0, 300, 16)]
+    assert longest_first != sorted(longest_first, reverse=True)  # not longest to shortest

@@ -34,6 +34,7 @@ from peft import LoraConfig, get_peft_model_state_dict, set_peft_model_state_dic
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import PrinterCallback, ProgressCallback, Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
 
 from selfknow.batching import make_batches, part_rows, pass_limits
 from selfknow.checkpoints import (
@@ -196,6 +197,29 @@ class CachedQueries(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         return self.items[index]
 
+    def lengths(self) -> list[int]:
+        return [len(item["positions"]) for item in self.items]
+
+
+class LengthGroupedBatches(LengthGroupedSampler):
+    """Batches of queries of similar length (transformers' grouping), in an order drawn from the seed and the
+    epoch. A batch pads to its longest query: random batches of 300 MMLU queries computed 1.84x their tokens,
+    these 1.40x (1.17x at 20,000 queries). The grouping alone would run each epoch from the longest batch to
+    the shortest; the drawn order does not, and a resumed training sees the batches an uninterrupted one saw."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed, self.epoch = seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self):
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        indices = get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)
+        batches = [indices[i : i + self.batch_size] for i in range(0, len(indices), self.batch_size)]
+        return iter([i for b in torch.randperm(len(batches), generator=generator).tolist() for i in batches[b]])
+
 
 def collate(items: Sequence[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
     """Left-pad to the longest row; answer positions shift by each row's padding."""
@@ -343,6 +367,11 @@ class CalibrationTrainer(CheckpointedTrainer):
     def __init__(self, *args, tuning: TuningConfig, **kwargs):
         super().__init__(*args, **kwargs)
         self.tuning = tuning
+
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = self.train_dataset if train_dataset is None else train_dataset
+        size = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        return LengthGroupedBatches(size, dataset.lengths(), self.args.seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         labels = inputs.pop("labels")
