@@ -12,6 +12,9 @@ backward pass through frozen weights (no weight gradients but LoRA's, which are 
 tuned layers, plus the LM head where logits are read; and the caching pass, a forward pass of every layer, once (the
 regularizer's base distribution needs the last layer even when only the top layers are tuned). The
 caching pass is the feature pass's work (every layer, hidden states kept), so its own ratio is reported.
+
+The cached configuration also trains a second adapter on the same cached activations with the random batches
+a plain ``transformers.Trainer`` draws (what selfknow did before it grouped queries by length), side by side.
 """
 
 from __future__ import annotations
@@ -21,12 +24,14 @@ import json
 import resource
 import time
 from pathlib import Path
+from unittest import mock
 
 import torch
 from peft import get_peft_model
+from transformers import Trainer
 
 from answer_throughput import matmul_peak  # bench/ is on the path when this script runs
-from selfknow.confidence import labels
+from selfknow.confidence import labels, tuning
 from selfknow.confidence.query import render_query
 from selfknow.confidence.tuning import (
     CachedQueries,
@@ -102,6 +107,17 @@ def main() -> None:
             "model_passes_per_training_step": round((len(passes) - validation_passes) / steps, 2),
             "peak_rss_gb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2),
         }
+        if top is not None:
+            peft_model.add_adapter("random", config.lora(num_layers(model)))
+            peft_model.set_adapter("random")
+            with mock.patch.object(tuning.CalibrationTrainer, "_get_train_sampler", Trainer._get_train_sampler):
+                start = time.perf_counter()
+                train_adapter(peft_model, "random", query_options(tokenizer, queries), data, validation, config)
+                seconds = time.perf_counter() - start
+            results[name]["random_batches"] = {
+                "train_seconds": round(seconds, 1),
+                "training_time_over_floor": round(seconds / ((floor_flops - cache_flops) / peak / 1e9), 2),
+            }
         print(name, json.dumps(results[name]), flush=True)
         del model, peft_model, items, data
         torch.manual_seed(0)
