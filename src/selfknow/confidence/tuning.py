@@ -369,8 +369,10 @@ class CalibrationTrainer(CheckpointedTrainer):
         self.tuning = tuning
 
     def _get_train_sampler(self, train_dataset=None):
+        """Grouped by the batch of one optimizer step over all processes, which accelerate deals out to them in
+        turn, so that N processes train on the batches of one process at N times the batch size."""
         dataset = self.train_dataset if train_dataset is None else train_dataset
-        size = self.args.train_batch_size * self.args.gradient_accumulation_steps
+        size = self.args.train_batch_size * self.args.gradient_accumulation_steps * self.args.world_size
         return LengthGroupedBatches(size, dataset.lengths(), self.args.seed)
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
