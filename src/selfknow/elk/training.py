@@ -77,7 +77,7 @@ def train_quirky(
                 checkpoints,
                 options=encoded.options,
                 progress=progress,
-            )  # fmt: skip
+            )
         )
     return train_adapter(
         peft_model,
