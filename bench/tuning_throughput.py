@@ -14,7 +14,9 @@ regularizer's base distribution needs the last layer even when only the top laye
 caching pass is the feature pass's work (every layer, hidden states kept), so its own ratio is reported.
 
 The cached configuration also trains a second adapter on the same cached activations with the random batches
-a plain ``transformers.Trainer`` draws (what selfknow did before it grouped queries by length), side by side.
+a plain ``transformers.Trainer`` draws (what selfknow did before it grouped queries by length), side by side,
+and reports the tokens each batch order computes over the useful ones. ``--profile`` instead prints where the
+cached configuration's training spends its CPU time (torch's profiler, operators by self time).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from unittest import mock
 
 import torch
 from peft import get_peft_model
+from torch.profiler import ProfilerActivity, profile
 from transformers import Trainer
 
 from answer_throughput import matmul_peak  # bench/ is on the path when this script runs
@@ -49,6 +52,12 @@ def layer_parameters(model) -> list[int]:
     return [sum(p.numel() for p in layer.parameters()) for layer in model.get_decoder().layers]
 
 
+def padded_over_useful(order: list[int], lengths: list[int], batch_size: int) -> float:
+    """Tokens computed (each batch padded to its longest query) over the queries' own tokens."""
+    batches = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+    return sum(max(lengths[i] for i in batch) * len(batch) for batch in batches) / sum(lengths)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", type=Path, default=Path("runs/bench"))
@@ -56,6 +65,7 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--top-layers", type=int, default=10)
     parser.add_argument("--cached-only", action="store_true", help="skip the every-layer configuration")
+    parser.add_argument("--profile", action="store_true", help="profile the cached configuration's training only")
     parser.add_argument("--out", type=Path, default=Path("bench/results/tuning_throughput.json"))
     args = parser.parse_args()
     records = read_records(args.run / "answers" / "train.jsonl")[: args.records]
@@ -73,6 +83,11 @@ def main() -> None:
         items = cache_queries(peft_model, tokenizer, queries, grades, config)
         cache_seconds = time.perf_counter() - start
         data, validation = CachedQueries(items), CachedQueries(items[:64])
+        if args.profile:
+            with profile(activities=[ProfilerActivity.CPU]) as profiler:
+                train_adapter(peft_model, "ct", query_options(tokenizer, queries), data, validation, config)
+            print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=12))
+            return
         passes = []
         hook = model.get_decoder().register_forward_hook(lambda *a, seen=passes: seen.append(1))
         start = time.perf_counter()
@@ -114,6 +129,15 @@ def main() -> None:
                 start = time.perf_counter()
                 train_adapter(peft_model, "random", query_options(tokenizer, queries), data, validation, config)
                 seconds = time.perf_counter() - start
+            lengths = data.lengths()
+            random_order = torch.randperm(len(lengths), generator=torch.Generator().manual_seed(config.seed)).tolist()
+            grouped = list(tuning.LengthGroupedBatches(config.batch_size, lengths, config.seed))
+            mean = round(tokens / len(lengths), 1)
+            results[name]["query_tokens"] = {"min": min(lengths), "mean": mean, "max": max(lengths)}
+            results[name]["padded_over_useful_tokens"] = {
+                "grouped": round(padded_over_useful(grouped, lengths, config.batch_size), 2),
+                "random": round(padded_over_useful(random_order, lengths, config.batch_size), 2),
+            }
             results[name]["random_batches"] = {
                 "train_seconds": round(seconds, 1),
                 "training_time_over_floor": round(seconds / ((floor_flops - cache_flops) / peak / 1e9), 2),

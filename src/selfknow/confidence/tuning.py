@@ -203,9 +203,10 @@ class CachedQueries(torch.utils.data.Dataset):
 
 class LengthGroupedBatches(LengthGroupedSampler):
     """Batches of queries of similar length (transformers' grouping), in an order drawn from the seed and the
-    epoch. A batch pads to its longest query: random batches of 300 MMLU queries computed 1.84x their tokens,
-    these 1.40x (1.17x at 20,000 queries). The grouping alone would run each epoch from the longest batch to
-    the shortest; the drawn order does not, and a resumed training sees the batches an uninterrupted one saw."""
+    epoch. A batch pads to its longest query: random batches of 300 MMLU queries computed 1.83x their tokens,
+    these 1.43x (``bench/tuning_throughput.py``). The grouping alone would run each epoch from the longest
+    batch to the shortest; the drawn order does not, and a resumed training sees the batches an uninterrupted
+    one saw."""
 
     def __init__(self, batch_size: int, lengths: list[int], seed: int):
         super().__init__(batch_size, lengths=lengths)
