@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -446,8 +446,14 @@ def elk_run(
     statements: Annotated[int | None, typer.Option(help="Base statements (each shown to Alice and Bob).")] = 8000,
     max_digits: Annotated[int, typer.Option(help="Addition operands are log-uniform below 10^(max_digits+1).")] = 4,
     epochs: Annotated[int, typer.Option(help="Fine-tuning epochs of the quirky model.")] = 3,
-    top_layers: Annotated[int, typer.Option(help="LoRA on the top k layers (lower activations cached).")] = 12,
-    lr: Annotated[float, typer.Option(help="Fine-tuning learning rate.")] = 1e-3,
+    top_layers: Annotated[
+        list[int] | None,
+        typer.Option(help="LoRA on the top k layers (lower activations cached); repeat to try several (default 12)."),
+    ] = None,
+    lr: Annotated[
+        list[float] | None,
+        typer.Option(help="Fine-tuning learning rate; repeat to try several (default 1e-3 and 2e-4)."),
+    ] = None,
     methods: Annotated[str, typer.Option(help="Comma-separated probe methods.")] = "lr,dim,lda,lr-pair,ccs,crc",
     stages: Annotated[str, typer.Option(help="Comma-separated stages to run.")] = "data,train,extract,evaluate",
     seed: Annotated[int, typer.Option(help="Seed of the data and the adapter's initialisation.")] = 633,
@@ -455,7 +461,8 @@ def elk_run(
     dtype: DtypeOpt = "auto",
 ) -> None:
     """Build a quirky dataset, fine-tune a quirky model, extract hidden states, fit probes on Alice-easy and
-    read them on Bob-hard; writes the transfer table, anomaly detection and an AUROC-by-layer plot."""
+    read them on Bob-hard; writes the transfer table, anomaly detection and an AUROC-by-layer plot. Every
+    combination of the learning rates and layer counts given is trained, and the lowest validation NLL wins."""
     from selfknow.elk.report import transfer_table
     from selfknow.elk.run import ElkConfig, ElkRun
 
@@ -466,7 +473,13 @@ def elk_run(
         statements=statements,
         max_digits=max_digits,
         seed=seed,
-        training={"top_layers": top_layers, "epochs": epochs, "lr": lr, "batch_size": 16, "dropout": 0.0},
+        training={
+            "top_layers": _one_or_sweep(top_layers or [12]),
+            "epochs": epochs,
+            "lr": _one_or_sweep(lr or [1e-3, 2e-4]),
+            "batch_size": 16,
+            "dropout": 0.0,
+        },
         methods=[m.strip() for m in methods.split(",") if m.strip()],
         bootstrap=bootstrap,
         dtype=dtype,
@@ -476,6 +489,11 @@ def elk_run(
     if summary:
         console.print(transfer_table(summary), soft_wrap=True, markup=False)
         console.print(f"report: {run_dir / 'evaluation' / 'report.md'}")
+
+
+def _one_or_sweep(values: list) -> Any:
+    """One value as itself, several as a list (the run's settings then name a sweep)."""
+    return values[0] if len(values) == 1 else list(values)
 
 
 rag_app = typer.Typer(help="Self-reflective retrieval (Self-RAG), with retrieval gated by calibrated confidence.")

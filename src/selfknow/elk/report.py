@@ -43,6 +43,27 @@ def transfer_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def candidates_table(training: dict[str, Any]) -> str:
+    """The training settings tried and their validation NLL (ln 2 = 0.693 is a constant answer); the lowest
+    was kept. Runs trained before sweeps existed record one setting and no candidates."""
+    rows = training.get("candidates", [])
+    if not rows:
+        return ""
+    names = list(rows[0]["settings"])
+    lines = [
+        "Training settings tried (the lowest best-epoch validation NLL is kept):",
+        "",
+        "| " + " | ".join(names) + " | validation NLL per epoch | best | kept |",
+        "|" + "---|" * (len(names) + 3),
+    ]
+    for row in rows:
+        settings = " | ".join(str(row["settings"][n]) for n in names)
+        epochs = ", ".join(_f(v) for v in row["validation_nll_per_epoch"])
+        kept = "yes" if row["settings"] == training.get("settings") else ""
+        lines.append(f"| {settings} | {epochs} | {_f(row['best_validation_nll'])} | {kept} |")
+    return "\n".join(lines)
+
+
 def write_elk_report(out: Path, summary: dict[str, Any]) -> None:
     config = summary["config"]
     parts = [
@@ -59,6 +80,7 @@ def write_elk_report(out: Path, summary: dict[str, Any]) -> None:
         parts += ["", "Quirky model's agreement with each character's labels on the test split:", ""]
         parts += ["| context | agreement |", "|---|---|"]
         parts += [f"| {k} | {_f(v)} |" for k, v in summary["training"]["agreement_on_test"].items()]
+        parts += ["", candidates_table(summary["training"])]
     write_text(out / "report.md", "\n".join(parts) + "\n")
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)

@@ -17,7 +17,9 @@ split's populations (AE, AH, BH), against both characters' labels (Mallen & Belr
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
+import shutil
 import tempfile
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
@@ -57,8 +59,8 @@ class ElkConfig:
     fractions: tuple[float, float, float] = (0.5, 0.25, 0.25)  # train (fine-tuning) / validation (probes) / test
     seed: int = 633
     training: dict[str, Any] = field(
-        default_factory=lambda: {"top_layers": 12, "epochs": 3, "lr": 1e-3, "batch_size": 16, "dropout": 0.0}
-    )
+        default_factory=lambda: {"top_layers": 12, "epochs": 3, "lr": [1e-3, 2e-4], "batch_size": 16, "dropout": 0.0}
+    )  # a list is a sweep: each value is trained and validation NLL chooses
     methods: list[str] = field(default_factory=lambda: ["lr", "dim", "lda", "lr-pair", "ccs", "crc"])
     bootstrap: int = 1000
     dtype: str = "auto"  # auto: float32 on the CPU, bfloat16 (or float16) on a GPU
@@ -102,40 +104,81 @@ class ElkRun:
         self.examples_path.parent.mkdir(parents=True, exist_ok=True)
         write_jsonl(self.examples_path, examples)
 
-    def tuning(self) -> TuningConfig:
-        return TuningConfig(**{"seed": self.config.seed, **self.config.training, "regularizer": "none"})
+    def candidates(self) -> list[dict[str, Any]]:
+        """The training settings to try, in order: every combination of the values given as lists (a sweep
+        chosen on validation NLL); one setting when none is."""
+        values = [v if isinstance(v, list) else [v] for v in self.config.training.values()]
+        return [dict(zip(self.config.training, combo, strict=True)) for combo in itertools.product(*values)]
 
-    def quirky_model(self, fresh: bool = False):
-        """The model with the quirky adapter on (trained, or a fresh one to train)."""
-        directory = None if fresh else self.dir / "adapter"
-        config = self.tuning().lora(num_layers(self.context.model)) if fresh else None
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(self.config.seed)
-            return self.context.attach_adapter(ADAPTER, config, directory)
+    def tuning(self, settings: dict[str, Any]) -> TuningConfig:
+        return TuningConfig(**{"seed": self.config.seed, **settings, "regularizer": "none"})
+
+    def quirky_model(self):
+        """The model with the trained quirky adapter on."""
+        return self.context.attach_adapter(ADAPTER, directory=self.dir / "adapter")
 
     def train(self) -> dict[str, Any]:
+        """Train each candidate setting, keep the one with the lowest validation NLL (a learning rate right for
+        a 135M model collapses a 1.5B one to a constant answer), and record every candidate's numbers."""
         report = self.dir / "training.json"
         if report.exists():
             return read_json(report, "training numbers")
         examples = self.examples()
         train = balance(select(examples, split="train"), seed=42)
         validation = balance(select(examples, split="validation"), seed=42)
-        peft_model = self.quirky_model(fresh=True)
         with removed_after_saving(self.dir / CHECKPOINTS) as checkpoints:
-            numbers = train_quirky(
-                peft_model, ADAPTER, self.context.tokenizer, train, validation, self.tuning(),
-                progress=self.progress, checkpoints=checkpoints,
-            )  # fmt: skip
+            assert checkpoints is not None
+            tried = [
+                self._train_candidate(index, settings, train, validation, checkpoints)
+                for index, settings in enumerate(self.candidates())
+            ]
+            best = min(range(len(tried)), key=lambda i: tried[i]["best_validation_nll"])
             with tempfile.TemporaryDirectory(dir=self.dir) as scratch:
-                peft_model.save_pretrained(scratch, selected_adapters=[ADAPTER])
-                saved = Path(scratch) / ADAPTER if (Path(scratch) / ADAPTER).exists() else Path(scratch)
-                place_folder(saved, self.dir / "adapter")
+                shutil.copytree(checkpoints / f"candidate-{best}" / "adapter", Path(scratch) / "adapter")
+                place_folder(Path(scratch) / "adapter", self.dir / "adapter")
             self._extract("test", examples)  # the model's answers come with the test features: one pass for both
             ids, arrays = self.load_features("test")
             by_id = {e.id: e for e in examples}
-            said = arrays["log_odds"]
-            numbers |= {"train_examples": len(train), "agreement_on_test": agreement(said, [by_id[i] for i in ids])}
+            numbers = {
+                **tried[best],
+                "train_examples": len(train),
+                "agreement_on_test": agreement(arrays["log_odds"], [by_id[i] for i in ids]),
+                "candidates": tried,
+            }
             write_json(report, numbers)
+        return numbers
+
+    def _train_candidate(
+        self,
+        index: int,
+        settings: dict[str, Any],
+        train: list[QuirkyExample],
+        validation: list[QuirkyExample],
+        checkpoints: Path,
+    ) -> dict[str, Any]:
+        """One candidate's adapter and numbers, kept in its own checkpoint folder so a kill during a later
+        candidate does not train it again; the base pass's parts are shared by candidates that tune the same
+        layers."""
+        folder = checkpoints / f"candidate-{index}"
+        done = folder / "numbers.json"
+        if done.exists():
+            return read_json(done, "a candidate's training numbers")
+        name = f"{ADAPTER}-{index}"
+        lora = self.tuning(settings).lora(num_layers(self.context.model))
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.config.seed)  # every candidate starts from the same initialisation
+            peft_model = self.context.attach_adapter(name, lora)
+        numbers = train_quirky(
+            peft_model, name, self.context.tokenizer, train, validation, self.tuning(settings),
+            progress=self.progress, cache=checkpoints, checkpoints=folder / "trainer",
+        )  # fmt: skip
+        with tempfile.TemporaryDirectory(dir=self.dir) as scratch:
+            peft_model.save_pretrained(scratch, selected_adapters=[name])
+            saved = Path(scratch) / name if (Path(scratch) / name).exists() else Path(scratch)
+            place_folder(saved, folder / "adapter")
+        numbers = {"settings": settings, **numbers}
+        write_json(done, numbers)
+        shutil.rmtree(folder / "trainer", ignore_errors=True)
         return numbers
 
     def features_path(self, split: str) -> Path:

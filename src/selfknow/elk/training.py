@@ -58,11 +58,12 @@ def train_quirky(
     config: TuningConfig,
     *,
     progress: bool = False,
+    cache: Path | None = None,
     checkpoints: Path | None = None,
 ) -> dict:
     """Train the named adapter on the characters' labels; returns the training numbers (best epoch on
-    validation NLL). With a ``checkpoints`` folder, a killed training resumes from its last checkpoint and
-    reads the base pass's activations back from the parts saved there."""
+    validation NLL). The base pass's activations are saved in parts to ``cache`` (and read back from it), and
+    with a ``checkpoints`` folder a killed training resumes from its last checkpoint."""
     cached = []
     for examples in (train, validation):
         encoded = encode(examples, tokenizer)
@@ -74,7 +75,7 @@ def train_quirky(
                 encoded.queries,
                 labels,
                 config,
-                checkpoints,
+                cache,
                 options=encoded.options,
                 progress=progress,
             )
