@@ -7,7 +7,13 @@ p([Retrieval]), and a logistic combination of both fit on the validation questio
 its skipped quarter (how many of them the base model really answers), and the precision the 2-point target
 needs.
 
+A run with only its closed-book stage done (no Self-RAG model yet) gets the part that needs no retrieval: for
+every calibrated estimator, how many of the quarter it is most confident about the base model answers right,
+with a bootstrap interval. With always-retrieve accuracy r, the target (r − 0.02 at 75% retrieval) needs that
+share to be at least r − 0.08, so a share of 0.92 or more meets it whatever retrieval reaches:
+
     .venv/bin/python bench/rag_gate_bound.py runs/rag
+    .venv/bin/python bench/rag_gate_bound.py runs/rag-ref        # closed-book stage only
 """
 
 from __future__ import annotations
@@ -17,7 +23,8 @@ import sys
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-from selfknow.metrics import score_auroc
+from selfknow.data.records import read_records
+from selfknow.metrics import bootstrap_interval, score_auroc
 from selfknow.rag.evaluation import outcome_arrays
 from selfknow.rag.infer import read_results
 from selfknow.rag.run import RagRun
@@ -34,8 +41,36 @@ def _features(a: dict[str, np.ndarray]) -> np.ndarray:
     return np.c_[_logit(a["confidence"]), _logit(a["p_ret"])]
 
 
+def _top_quarter_right(score: np.ndarray, known: np.ndarray) -> float:
+    """Closed-book accuracy on the questions a 75% retrieval rate skips (the most confident quarter); the
+    bootstrap recomputes the quarter in each resample, so the interval includes which questions it holds."""
+    skip = len(known) - int(round(RATE * len(known)))
+    return float(known[np.argsort(-score, kind="stable")[:skip]].mean())
+
+
+def closed_book_only(run: RagRun) -> None:
+    """The skipped quarter's closed-book precision under each calibrated estimator, before any retrieval."""
+    scored = read_records(run.calibration.scores("test"))
+    known = np.array([bool(r.correct) for r in scored])
+    n = len(known)
+    skip = n - int(round(RATE * n))
+    print(f"{n} test questions, base closed-book accuracy {known.mean():.3f}; no Self-RAG answers yet")
+    print(f"the {skip} most confident skip retrieval; the target needs them right ≥ r − 0.08 (r: always-retrieve)")
+    print("| gate | AUROC for closed-book hits | skipped quarter right closed-book [95% CI] |")
+    print("|---|---|---|")
+    print(f"| oracle | 1.000 | {min(known.sum(), skip) / skip:.3f} |")
+    for name in sorted(scored[0].confidences):
+        score = np.array([r.confidences[name] for r in scored])
+        low, high = bootstrap_interval(_top_quarter_right, score, known, seed=run.config.seed)
+        auroc = score_auroc(score, known.astype(int))
+        print(f"| {name} | {auroc:.3f} | {_top_quarter_right(score, known):.3f} [{low:.3f}, {high:.3f}] |")
+
+
 def main(directory: str) -> None:
     run = RagRun(directory, progress=False)
+    if not run.results_path("test").exists():
+        closed_book_only(run)
+        return
     arrays = {s: outcome_arrays(read_results(run.results_path(s)), run.base_answers(s)) for s in ("validation", "test")}
     validation, test = arrays["validation"], arrays["test"]
     known, retrieved = test["base"], test["topk"]

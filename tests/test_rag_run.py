@@ -143,3 +143,17 @@ def test_a_training_question_without_a_closed_book_answer_is_a_clear_error():
     record = _record("Fe")
     with pytest.raises(DataError, match="no graded closed-book answer"):
         build_examples([record], {record.id: []}, {}, "</s>")
+
+
+def test_closed_book_answers_are_made_in_the_runs_dtype(tiny_llama_dir, tmp_path):
+    config = RagConfig(
+        model=str(tiny_llama_dir), sources=["mendeleev"], retrievers=["bm25"], method="bm25",
+        tasks=["elements:symbol"], k=2, limits={"train": 12, "validation": 6, "test": 6},
+        estimators=["dataset-accuracy"], confidence="dataset-accuracy", dtype="bfloat16", bootstrap=20,
+    )  # fmt: skip
+    run = RagRun(tmp_path / "rag", config, progress=False)
+    run.run(["index", "questions", "closed_book"])
+    calibration = run.calibration
+    assert calibration.config.dtype == "bfloat16"
+    assert calibration.context.model.dtype == torch.bfloat16
+    assert len(run.base_answers("test")) == 6

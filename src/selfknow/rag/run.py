@@ -146,6 +146,7 @@ class RagRun:
             estimators=list(self.config.estimators),
             seed=self.config.seed,
             bootstrap=self.config.bootstrap,
+            dtype=self.config.dtype,
         )
         directory = self.dir / "calibration"
         return Run(directory, None if (directory / "config.json").exists() else config, progress=self.progress)
