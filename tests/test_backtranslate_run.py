@@ -55,12 +55,15 @@ def test_forward_rows_teach_the_answer_and_drop_eos_when_cut(tokenizer):
         ("Score: 7", None),  # out of range
         ("Score: 0", None),
         ("Score: 4 because it is good", None),  # not the last thing on the line
-        ("Score: 3\nThanks!", None),  # not the last line
+        ("Score: 3\nThe answer is complete and clear.", 3),  # alone on the first line: score first
+        ("Score: 3\nOn reflection it misses a step.\nScore: 2", 2),  # the last line wins
+        ("Score: 3 overall\nThanks!", None),  # a first line with more than the score
+        ("Score: 9\nThanks!", None),
         ("I would rate it five.", None),
         ("", None),
     ],
 )
-def test_parse_score_reads_only_a_last_line_score_in_range(reply, score):
+def test_parse_score_reads_a_last_line_or_lone_first_line_score_in_range(reply, score):
     assert parse_score(reply) == score
 
 

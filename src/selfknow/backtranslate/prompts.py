@@ -48,6 +48,7 @@ RUBRIC = (  # the self-curation prompt (spec §4, paper Table 1), each scale ite
 )
 SCORE_CUE = "Score:"
 _SCORE = re.compile(r"[Ss]core:\s*(\d+)\s*$")
+_LEADING_SCORE = re.compile(r"[Ss]core:\s*(\d+)")
 
 
 def chat_prompt(tokenizer: PreTrainedTokenizerBase, user: str, system: str = SYSTEM) -> str:
@@ -85,12 +86,13 @@ def rating_parts(tokenizer: PreTrainedTokenizerBase, instruction: str, output: s
 
 
 def parse_score(text: str) -> int | None:
-    """The rating in the reply's last line ``Score: n`` (the strict reading of the reproduction, spec §8.1);
-    None when the line is missing or n is outside 1-5."""
+    """The rating ``Score: n`` in the reply's last line, as the rubric asks (the reproduction's reading, spec
+    §8.1), or else alone on its first line: Qwen2.5-Coder-1.5B-Instruct puts the score first and its reasons
+    after, in every reply measured (BENCHMARKS). None when neither holds or n is outside 1-5."""
     lines = [line for line in text.strip().splitlines() if line.strip()]
     if not lines:
         return None
-    found = _SCORE.search(lines[-1].strip())
+    found = _SCORE.search(lines[-1].strip()) or _LEADING_SCORE.fullmatch(lines[0].strip())
     if not found:
         return None
     score = int(found.group(1))
