@@ -8,6 +8,7 @@ reuses the data:
 
     .venv/bin/python bench/rater_zero_shot.py runs/bt-ref -m qwen2.5-coder-1.5b
     .venv/bin/python bench/rater_zero_shot.py runs/bt-small               # an existing run, its own model
+    .venv/bin/python bench/rater_zero_shot.py runs/bt-ref --so-far         # the pairs rated so far, no model
 """
 
 from __future__ import annotations
@@ -17,10 +18,23 @@ import json
 import time
 from pathlib import Path
 
-from selfknow.backtranslate.curate import rate
+from selfknow.backtranslate.curate import Rating, expected_score, rate
 from selfknow.backtranslate.data import LICENCES
 from selfknow.backtranslate.evaluation import curation_controls, curation_scores, labelled_pairs
+from selfknow.backtranslate.prompts import parse_score
 from selfknow.backtranslate.run import BacktranslateConfig, BacktranslateRun
+
+
+def journal_ratings(journal: Path) -> list[Rating]:
+    """The ratings a (possibly unfinished) rating journal holds, read as :func:`rate` reads them."""
+    paths = sorted(journal.parent.glob(journal.name + "*"))
+    rows = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
+    ratings = []
+    for row in (r for r in rows if "id" in r):  # the journal's batch markers carry no id
+        expected, mass = expected_score(row["scores"]["cue_logprobs"])
+        reply = row.get("output") or ""
+        ratings.append(Rating(row["id"], parse_score(reply), expected, mass, reply))
+    return ratings
 
 
 def main() -> None:
@@ -28,6 +42,7 @@ def main() -> None:
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("-m", "--model", help="for a new run folder: the model (default: the embedded one)")
     parser.add_argument("--labelled", type=int, help="for a new run folder: labelled pairs (default 250)")
+    parser.add_argument("--so-far", action="store_true", help="score the pairs in the rating journal, no model")
     args = parser.parse_args()
     settings = {"model": args.model, "labelled": args.labelled}
     new = not (args.run_dir / "config.json").exists()
@@ -37,15 +52,15 @@ def main() -> None:
     config = run.config
     boilerplate = [text for text in LICENCES.values() if text]
     labelled = labelled_pairs(run.heldout(), config.labelled, boilerplate, config.seed)
-    model, tokenizer = run.base()
+    journal = run.dir / "answers" / "rating-zero-shot.jsonl"
     start = time.perf_counter()
-    ratings, _ = rate(
-        model,
-        tokenizer,
-        [(i, x, y) for i, x, y, _, _ in labelled],
-        run.dir / "answers" / "rating-zero-shot.jsonl",
-        max_new_tokens=config.rating_tokens,
-    )
+    if args.so_far:  # a stopped rating: the pairs its journal holds (rated in length order, not at random)
+        ratings = journal_ratings(journal)
+        labelled = [row for row in labelled if row[0] in {r.id for r in ratings}]
+    else:
+        model, tokenizer = run.base()
+        pairs = [(i, x, y) for i, x, y, _, _ in labelled]
+        ratings, _ = rate(model, tokenizer, pairs, journal, max_new_tokens=config.rating_tokens)
     good = {row[0]: row[3] for row in labelled}
     summary = {
         "model": config.model,
