@@ -9,6 +9,10 @@ reuses the data:
     .venv/bin/python bench/rater_zero_shot.py runs/bt-ref -m qwen2.5-coder-1.5b
     .venv/bin/python bench/rater_zero_shot.py runs/bt-small               # an existing run, its own model
     .venv/bin/python bench/rater_zero_shot.py runs/bt-ref --so-far         # the pairs rated so far, no model
+    .venv/bin/python bench/rater_zero_shot.py runs/bt-ref --rating-prompt score-first --rating-tokens 16
+
+The run's own rating prompt and budget are the default; another prompt is measured beside it in its own files
+(rater-zero-shot-<prompt>.json), the run's settings untouched.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from pathlib import Path
 from selfknow.backtranslate.curate import Rating, expected_score, rate
 from selfknow.backtranslate.data import LICENCES
 from selfknow.backtranslate.evaluation import curation_controls, curation_scores, labelled_pairs
-from selfknow.backtranslate.prompts import parse_score
+from selfknow.backtranslate.prompts import RATING_PROMPTS, parse_score
 from selfknow.backtranslate.run import BacktranslateConfig, BacktranslateRun
 
 
@@ -43,6 +47,8 @@ def main() -> None:
     parser.add_argument("-m", "--model", help="for a new run folder: the model (default: the embedded one)")
     parser.add_argument("--labelled", type=int, help="for a new run folder: labelled pairs (default 250)")
     parser.add_argument("--so-far", action="store_true", help="score the pairs in the rating journal, no model")
+    parser.add_argument("--rating-prompt", choices=list(RATING_PROMPTS), help="default: the run's")
+    parser.add_argument("--rating-tokens", type=int, help="most tokens of each reply (default: the run's)")
     args = parser.parse_args()
     settings = {"model": args.model, "labelled": args.labelled}
     new = not (args.run_dir / "config.json").exists()
@@ -52,7 +58,10 @@ def main() -> None:
     config = run.config
     boilerplate = [text for text in LICENCES.values() if text]
     labelled = labelled_pairs(run.heldout(), config.labelled, boilerplate, config.seed)
-    journal = run.dir / "answers" / "rating-zero-shot.jsonl"
+    prompt = args.rating_prompt or config.rating_prompt
+    tokens = args.rating_tokens or config.rating_tokens
+    name = "rating-zero-shot" if prompt == config.rating_prompt else f"rating-zero-shot-{prompt}"
+    journal = run.dir / "answers" / f"{name}.jsonl"
     start = time.perf_counter()
     if args.so_far:  # a stopped rating: the pairs its journal holds (rated in length order, not at random)
         ratings = journal_ratings(journal)
@@ -60,16 +69,20 @@ def main() -> None:
     else:
         model, tokenizer = run.base()
         pairs = [(i, x, y) for i, x, y, _, _ in labelled]
-        ratings, _ = rate(model, tokenizer, pairs, journal, max_new_tokens=config.rating_tokens)
+        ratings, _ = rate(model, tokenizer, pairs, journal, max_new_tokens=tokens, prompt=prompt)
     good = {row[0]: row[3] for row in labelled}
     summary = {
         "model": config.model,
+        "rating prompt": prompt,
+        "rating tokens": tokens,
         "seconds": round(time.perf_counter() - start, 1),
         "base model, zero-shot": curation_scores(ratings, good, config.bootstrap, config.seed),
         "controls (AUROC)": curation_controls(labelled, config.bootstrap, config.seed),
         "replies": [{"id": r.id, "expected": r.expected, "parsed": r.parsed, "reply": r.reply} for r in ratings[:5]],
     }
-    (run.dir / "rater-zero-shot.json").write_text(json.dumps(summary, indent=2, default=float) + "\n")
+    (run.dir / f"{name.replace('rating', 'rater')}.json").write_text(
+        json.dumps(summary, indent=2, default=float) + "\n"
+    )
     print(json.dumps({k: v for k, v in summary.items() if k != "replies"}, indent=2, default=float))
 
 

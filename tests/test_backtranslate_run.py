@@ -14,7 +14,15 @@ from selfknow.backtranslate.augment import Candidate, augment, write_candidates
 from selfknow.backtranslate.curate import Rating, curated_ids, expected_score, score_cue, write_ratings
 from selfknow.backtranslate.data import Pair, Segment
 from selfknow.backtranslate.evaluation import first_question, first_sentence, labelled_pairs
-from selfknow.backtranslate.prompts import RUBRIC, backward_prompt, parse_score, rating_parts
+from selfknow.backtranslate.prompts import (
+    RUBRIC,
+    SCALE,
+    SCORE_FIRST_ASK,
+    backward_prompt,
+    chat_prompt,
+    parse_score,
+    rating_parts,
+)
 from selfknow.backtranslate.run import BacktranslateConfig, BacktranslateRun
 from selfknow.backtranslate.tuning import Example, backward_rows, forward_rows
 from selfknow.cli import app
@@ -94,6 +102,18 @@ def test_rating_prompt_shares_the_rubric_prefix(tokenizer):
     head_a, rest_a = rating_parts(tokenizer, "Q1?", "A1.")
     head_b, rest_b = rating_parts(tokenizer, "Another question?", "Another answer.")
     assert head_a == head_b and head_a.endswith(RUBRIC) and rest_a.startswith("Q1?\nA1.")
+
+
+def test_score_first_prompt_names_the_parts_and_asks_for_the_score_last(tokenizer):
+    head, rest = rating_parts(tokenizer, " Q1? ", "A1. {braces} kept", "score-first")
+    assert head == rating_parts(tokenizer, "Q2?", "A2.", "score-first")[0]
+    assert "in the last line" not in head and head.endswith(SCORE_FIRST_ASK + "\n\n")
+    pair = "Instruction: Q1?\n\nAnswer: A1. {braces} kept\n\n"
+    assert head + rest == chat_prompt(tokenizer, SCALE + SCORE_FIRST_ASK + "\n\n" + pair + SCORE_FIRST_ASK)
+    with pytest.raises(DataError, match="rating prompt must be one of paper, score-first"):
+        rating_parts(tokenizer, "Q?", "A.", "shortest")
+    with pytest.raises(SelfknowError, match="rating_prompt"):
+        BacktranslateConfig(rating_prompt="shortest")
 
 
 def _rows(tokenizer, texts):

@@ -635,6 +635,11 @@ def backtranslate(
         str, typer.Option(help="Curation reading that selects pairs: expected, parsed, or rank (the paper's share).")
     ] = "expected",
     k: Annotated[int, typer.Option(help="Keep pairs rated at least k: 5 (A_5) or 4 (A_4).")] = 5,
+    rating_prompt: Annotated[
+        str,
+        typer.Option(help="Rating prompt: paper (reasons, then the score) or score-first (for small chat models)."),
+    ] = "paper",
+    rating_tokens: Annotated[int, typer.Option(help="Most tokens of each rating reply.")] = 64,
     iterations: Annotated[int, typer.Option(help="Self-curation iterations (M_1, M_2, ...).")] = 2,
     uncurated: Annotated[
         str, typer.Option(help="Control's candidates: matched (random, as many as the curated set) or all.")
@@ -662,6 +667,8 @@ def backtranslate(
         forward=LoraSettings(epochs=forward_epochs).to_dict(),
         reading=reading,
         k=k,
+        rating_prompt=rating_prompt,
+        rating_tokens=rating_tokens,
         iterations=iterations,
         uncurated=uncurated,
         labelled=labelled,

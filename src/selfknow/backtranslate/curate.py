@@ -74,14 +74,16 @@ def rate(
     journal: str | Path,
     *,
     max_new_tokens: int = 64,
+    prompt: str = "paper",
     progress: bool = True,
 ) -> tuple[list[Rating], AnswerStats]:
-    """Rate (id, instruction, output) pairs; ``journal`` is the resumable answer file of this rating pass."""
+    """Rate (id, instruction, output) pairs with the rating prompt named ``prompt``; ``journal`` is the
+    resumable answer file of this rating pass."""
     if not pairs:
         raise DataError("no pairs to rate")
     records = []
     for pair_id, instruction, output in pairs:
-        head, rest = rating_parts(tokenizer, instruction, output)
+        head, rest = rating_parts(tokenizer, instruction, output, prompt)
         records.append(Record(id=pair_id, dataset="backtranslate", split="rate", question=pair_id, answer=output,
                               prompt=head + rest))  # fmt: skip
     cue, digits = score_cue(tokenizer, records[0].prompt or "")

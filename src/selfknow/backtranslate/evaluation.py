@@ -289,7 +289,7 @@ def evaluate_run(run: BacktranslateRun) -> dict[str, Any]:
         model, tok = run.with_adapter(f"forward-{t}")
         ratings, _ = rate(
             model, tok, [(i, x, y) for i, x, y, _, _ in labelled], run.dir / "answers" / f"eval-rating-{t}.jsonl",
-            max_new_tokens=config.rating_tokens, progress=run.progress,
+            max_new_tokens=config.rating_tokens, prompt=config.rating_prompt, progress=run.progress,
         )  # fmt: skip
         run._release(model)
         summary["curation"][f"M_{t}"] = curation_scores(ratings, good, b, s)

@@ -8,8 +8,11 @@ default); models without a chat template get an Alpaca-style frame.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
+
+from selfknow.errors import DataError
 
 ASSISTANT_TAG = "Answer in the style of an AI Assistant."  # S_a: seed pairs (spec §5)
 WEB_TAG = "Answer with knowledge from web search."  # S_w: augmented pairs
@@ -18,7 +21,7 @@ BACKWARD = (  # the backward prompt the Back-and-Forth paper attributes to Li et
     "Below is a candidate answer to a question or instruction from an user. Write the most likely question to "
     "which the text below would be a great answer.\n\n{response}\n\n" + ASSISTANT_TAG
 )
-RUBRIC = (  # the self-curation prompt (spec §4, paper Table 1), each scale item one paragraph as printed
+SCALE = (  # the self-curation prompt's task and scale (spec §4, paper Table 1), each item one paragraph as printed
     "Below is an instruction from an user and a candidate answer. Evaluate whether or not the answer is a good "
     "example of how AI Assistant should respond to the user's instruction. Please assign a score using the "
     "following 5-point scale:\n"
@@ -43,9 +46,31 @@ RUBRIC = (  # the self-curation prompt (spec §4, paper Table 1), each scale ite
     "Assistant, where the response looks like intentionally written to address the user's question or "
     "instruction without any irrelevant sentences. The answer provides high quality content, demonstrating "
     "expert knowledge in the area, is very well written, logical, easy-to-follow, engaging and insightful.\n\n"
+)
+RUBRIC = SCALE + (  # the paper's rubric: reasons first, the score last
     'Please first provide a brief reasoning you used to derive the rating score, and then write "Score: <rating>" '
     "in the last line.\n\n"
 )
+SCORE_FIRST_ASK = 'Reply with "Score: <rating>" on the first line, then a brief reasoning for the rating.'
+
+
+@dataclass(frozen=True)
+class RatingPrompt:
+    """A rating prompt: ``shared`` (the rubric, encoded once) followed by ``pair`` filled with the
+    instruction and the output."""
+
+    shared: str
+    pair: str
+
+
+RATING_PROMPTS = {
+    "paper": RatingPrompt(RUBRIC, "{instruction}\n{output}"),  # as printed in the paper
+    # For small instruction models: the pair's parts named and the ask repeated after the answer, score first,
+    # so that the score is the reply's first line and the expected score is read where the model gives it.
+    "score-first": RatingPrompt(
+        SCALE + SCORE_FIRST_ASK + "\n\n", "Instruction: {instruction}\n\nAnswer: {output}\n\n" + SCORE_FIRST_ASK
+    ),
+}
 SCORE_CUE = "Score:"
 _SCORE = re.compile(r"[Ss]core:\s*(\d+)\s*$")
 _LEADING_SCORE = re.compile(r"[Ss]core:\s*(\d+)")
@@ -79,10 +104,16 @@ def forward_prompt(
     return chat_prompt(tokenizer, " ".join([instruction.strip(), *tags]) if tags else instruction.strip())
 
 
-def rating_parts(tokenizer: PreTrainedTokenizerBase, instruction: str, output: str) -> tuple[str, str]:
-    """(shared rubric part, the pair's part) of the rating prompt; the pair follows the rubric as
-    ``<generated instruction>\\n<output>``."""
-    return split_prompt(tokenizer, RUBRIC, f"{instruction.strip()}\n{output.strip()}")
+def rating_parts(
+    tokenizer: PreTrainedTokenizerBase, instruction: str, output: str, prompt: str = "paper"
+) -> tuple[str, str]:
+    """(shared rubric part, the pair's part) of the rating prompt named ``prompt`` (a key of RATING_PROMPTS)."""
+    if prompt not in RATING_PROMPTS:
+        raise DataError(f"rating prompt must be one of {', '.join(RATING_PROMPTS)}, got {prompt!r}")
+    chosen = RATING_PROMPTS[prompt]
+    return split_prompt(
+        tokenizer, chosen.shared, chosen.pair.format(instruction=instruction.strip(), output=output.strip())
+    )
 
 
 def parse_score(text: str) -> int | None:

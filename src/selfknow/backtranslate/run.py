@@ -46,7 +46,7 @@ from selfknow.backtranslate.data import (
     write_pairs,
     write_segments,
 )
-from selfknow.backtranslate.prompts import ASSISTANT_TAG, WEB_TAG
+from selfknow.backtranslate.prompts import ASSISTANT_TAG, RATING_PROMPTS, WEB_TAG
 from selfknow.backtranslate.tuning import Example, LoraSettings, backward_rows, forward_rows, train_lora
 from selfknow.checkpoints import CHECKPOINTS, removed_after_saving
 from selfknow.data.splits import rng_for
@@ -77,6 +77,7 @@ class BacktranslateConfig:
     top_p: float = 0.9
     instruction_tokens: int = 64
     rating_tokens: int = 64
+    rating_prompt: str = "paper"  # or score-first (RATING_PROMPTS)
     reading: str = "expected"  # the curation reading that selects pairs: expected, parsed or rank
     k: int = 5  # A_5 or A_4
     iterations: int = 2
@@ -93,6 +94,8 @@ class BacktranslateConfig:
         for source in self.pool_sources:
             if source not in POOL_SOURCES and not source.startswith("user:"):
                 raise SelfknowError(f"unknown pool source '{source}'; {', '.join(POOL_SOURCES)} or user:<path>")
+        if self.rating_prompt not in RATING_PROMPTS:
+            raise SelfknowError(f"rating_prompt must be one of {', '.join(RATING_PROMPTS)}")
         if self.reading not in READINGS or self.k not in (4, 5):
             raise SelfknowError(f"reading must be one of {', '.join(READINGS)}, and k 4 or 5")
         if self.uncurated not in UNCURATED:
@@ -288,7 +291,7 @@ class BacktranslateRun:
             pairs = [(c.id, c.instruction, c.output) for c in self.candidates()]
             ratings, stats = rate(
                 model, tokenizer, pairs, self.dir / "answers" / f"ratings-{t}.jsonl",
-                max_new_tokens=self.config.rating_tokens, progress=self.progress,
+                max_new_tokens=self.config.rating_tokens, prompt=self.config.rating_prompt, progress=self.progress,
             )  # fmt: skip
             self._release(model)
             write_ratings(path, ratings)
