@@ -22,11 +22,14 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from selfknow.backtranslate.curate import Rating, expected_score, rate
 from selfknow.backtranslate.data import LICENCES
 from selfknow.backtranslate.evaluation import curation_controls, curation_scores, labelled_pairs
 from selfknow.backtranslate.prompts import RATING_PROMPTS, parse_score
 from selfknow.backtranslate.run import BacktranslateConfig, BacktranslateRun
+from selfknow.metrics import bootstrap_interval, score_auroc
 
 
 def journal_ratings(journal: Path) -> list[Rating]:
@@ -39,6 +42,38 @@ def journal_ratings(journal: Path) -> list[Rating]:
         reply = row.get("output") or ""
         ratings.append(Rating(row["id"], parse_score(reply), expected, mass, reply))
     return ratings
+
+
+def against_length(ratings: list[Rating], labelled: list, bootstrap: int, seed: int) -> dict[str, float]:
+    """AUROC of the expected score minus the answer-length control's, with a paired bootstrap interval (the same
+    resamples for both)."""
+    by_id = {r.id: r.expected for r in ratings}
+    expected = np.array([by_id[row[0]] for row in labelled])
+    length = np.array([len(row[2]) for row in labelled], dtype=float)
+    labels = np.array([row[3] for row in labelled])
+
+    def difference(score, control, hit):
+        return score_auroc(score, hit) - score_auroc(control, hit)
+
+    low, high = bootstrap_interval(difference, expected, length, labels, n=bootstrap, seed=seed)
+    return {"value": difference(expected, length, labels), "low": low, "high": high}
+
+
+def by_negative_kind(ratings: list[Rating], labelled: list) -> dict[str, dict[str, float]]:
+    """AUROC of the expected score and of the answer-length control on the positives against one kind of
+    negative at a time (shuffled, truncated, boilerplate): which failures the rater sees."""
+    by_id = {r.id: r.expected for r in ratings}
+    good = [row for row in labelled if row[3]]
+    out = {}
+    for kind in sorted({row[4] for row in labelled if not row[3]}):
+        rows = good + [row for row in labelled if row[4] == kind and not row[3]]
+        labels = np.array([row[3] for row in rows])
+        out[kind] = {
+            "negatives": len(rows) - len(good),
+            "expected score": score_auroc(np.array([by_id[row[0]] for row in rows]), labels),
+            "answer length": score_auroc(np.array([len(row[2]) for row in rows], dtype=float), labels),
+        }
+    return out
 
 
 def main() -> None:
@@ -75,9 +110,13 @@ def main() -> None:
         "model": config.model,
         "rating prompt": prompt,
         "rating tokens": tokens,
-        "seconds": round(time.perf_counter() - start, 1),
+        "seconds": None if args.so_far else round(time.perf_counter() - start, 1),  # rating time, not scoring
         "base model, zero-shot": curation_scores(ratings, good, config.bootstrap, config.seed),
         "controls (AUROC)": curation_controls(labelled, config.bootstrap, config.seed),
+        "AUROC by kind of negative": by_negative_kind(ratings, labelled),
+        "expected score minus answer length (AUROC, paired)": against_length(
+            ratings, labelled, config.bootstrap, config.seed
+        ),
         "replies": [{"id": r.id, "expected": r.expected, "parsed": r.parsed, "reply": r.reply} for r in ratings[:5]],
     }
     (run.dir / f"{name.replace('rating', 'rater')}.json").write_text(

@@ -1,5 +1,6 @@
 """The texts instruction backtranslation shows a model (spec §3-§5): the backward prompt, the forward prompt with
-its source tag, and the self-curation rating prompt.
+its source tag, and the self-curation rating prompts (the paper's, and a score-first one that a 1.5B chat model
+answers with a score: BENCHMARKS, "Self-curation's rater on the reference model").
 
 Chat models get each as a user turn after a short system prompt (which also replaces SmolLM2's 20-token
 default); models without a chat template get an Alpaca-style frame.
