@@ -104,7 +104,7 @@ def test_rating_prompt_shares_the_rubric_prefix(tokenizer):
     assert head_a == head_b and head_a.endswith(RUBRIC) and rest_a.startswith("Q1?\nA1.")
 
 
-def test_score_first_prompt_names_the_parts_and_asks_for_the_score_last(tokenizer):
+def test_score_first_prompt_names_the_parts_and_asks_before_and_after_the_pair(tokenizer):
     head, rest = rating_parts(tokenizer, " Q1? ", "A1. {braces} kept", "score-first")
     assert head == rating_parts(tokenizer, "Q2?", "A2.", "score-first")[0]
     assert "in the last line" not in head and head.endswith(SCORE_FIRST_ASK + "\n\n")
@@ -141,9 +141,10 @@ def test_sampling_is_seeded_per_record_and_independent_of_batching(tiny_llama_di
     assert run(items) != sampled  # greedy differs from sampling
 
 
-def test_cue_reading_equals_a_forward_pass_over_prompt_and_cue(tiny_model_dir):
+@pytest.mark.parametrize("prompt", ["paper", "score-first"])
+def test_cue_reading_equals_a_forward_pass_over_prompt_and_cue(tiny_model_dir, prompt):
     model, tokenizer = load_model(str(tiny_model_dir))
-    prompts = [rating_parts(tokenizer, f"Question {i}?", "Answer. " * (i + 1)) for i in range(3)]
+    prompts = [rating_parts(tokenizer, f"Question {i}?", "Answer. " * (i + 1), prompt) for i in range(3)]
     items = _rows(tokenizer, [a + b for a, b in prompts])
     cue, digits = score_cue(tokenizer, items[0][1])
     found, greedy = {}, {}
@@ -279,10 +280,17 @@ def test_backtranslate_cli_runs_every_stage_and_resumes(tiny_llama_dir, tmp_path
     run = tmp_path / "bt"
     args = ["backtranslate", str(run), "-m", str(tiny_llama_dir), "--seed-source", f"user:{seed}",
             "--pool-source", f"user:{pool}", "--held-out", "5", "--backward-epochs", "1", "--forward-epochs", "1",
-            "--labelled", "25", "--bootstrap", "20"]  # fmt: skip
+            "--labelled", "25", "--bootstrap", "20",
+            "--rating-prompt", "score-first", "--rating-tokens", "6"]  # fmt: skip
     cli = CliRunner()
     result = cli.invoke(app, args)
     assert result.exit_code == 0, result.output
+    config = json.loads((run / "config.json").read_text())
+    assert config["rating_prompt"] == "score-first" and config["rating_tokens"] == 6
+    for journal in ("ratings-1.jsonl", "eval-rating-0.jsonl"):  # the curation pass and the evaluation's
+        rows = [json.loads(line) for line in (run / "answers" / journal).read_text().splitlines()]
+        rated = [row for row in rows if "id" in row]
+        assert rated and all(row["prompt"].count(SCORE_FIRST_ASK) == 2 for row in rated), journal
     data = json.loads((run / "data.json").read_text())
     assert data["held-out pairs"] == 5 and data["seed pairs"] == {"user": 9} and data["pool segments"] == {"user": 6}
     for name in ("backward", "forward-0", "forward-1", "forward-2", "forward-uncurated"):
