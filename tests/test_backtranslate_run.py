@@ -94,6 +94,7 @@ def test_curated_subsets_follow_the_paper_thresholds():
     top = curated_ids(many, "rank", 5)  # the paper's A_5 share (8.3%) of the best expected scores
     assert len(top) == 17 and top == [f"r{i:03d}" for i in range(183, 200)]
     assert len(curated_ids(many, "rank", 4)) == 78
+    assert curated_ids(many[:6], "rank", 5) == ["r005"]  # 8.3% of 6 rounds to none: the best is kept
     with pytest.raises(DataError):
         curated_ids(ratings, "mean", 5)
 
@@ -235,6 +236,22 @@ def test_uncurated_control_is_a_seeded_sample_as_large_as_the_curated_set(tmp_pa
         assert set(chosen) != {c.id for c in run.curated(2)}  # chosen without the ratings
 
 
+def test_an_empty_curated_set_stops_training_and_names_the_way_on(tmp_path):
+    run = BacktranslateRun(tmp_path, BacktranslateConfig(reading="expected"), progress=False)
+    candidates = [Candidate(f"s{i}", f"Question {i}?", f"Answer {i}.", "factbook") for i in range(20)]
+    write_candidates(tmp_path / "augmented.jsonl", candidates)
+    write_ratings(
+        tmp_path / "ratings-1.jsonl", [Rating(c.id, None, 3 + i / 20, 1.0, "") for i, c in enumerate(candidates)]
+    )
+    with pytest.raises(SelfknowError) as caught:
+        run.curated_for_training(1)
+    message = str(caught.value)
+    assert "ratings-1.jsonl" in message and "highest expected score 3.95" in message and "--reading rank" in message
+    assert (tmp_path / "ratings-1.jsonl").exists() and run.curated(1) == []
+    write_ratings(tmp_path / "ratings-2.jsonl", [Rating("s3", None, 4.6, 1.0, "")])
+    assert [c.id for c in run.curated_for_training(2)] == ["s3"]
+
+
 def _user_data(tmp_path):
     seed = tmp_path / "seed.jsonl"
     seed.write_text(
@@ -280,7 +297,7 @@ def test_backtranslate_cli_runs_every_stage_and_resumes(tiny_llama_dir, tmp_path
     run = tmp_path / "bt"
     args = ["backtranslate", str(run), "-m", str(tiny_llama_dir), "--seed-source", f"user:{seed}",
             "--pool-source", f"user:{pool}", "--held-out", "5", "--backward-epochs", "1", "--forward-epochs", "1",
-            "--labelled", "25", "--bootstrap", "20",
+            "--labelled", "25", "--bootstrap", "20", "--reading", "rank",
             "--rating-prompt", "score-first", "--rating-tokens", "6"]  # fmt: skip
     cli = CliRunner()
     result = cli.invoke(app, args)

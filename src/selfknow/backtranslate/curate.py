@@ -102,7 +102,8 @@ def curated_ids(ratings: Sequence[Rating], reading: str, k: int) -> list[str]:
     if reading not in READINGS or k not in PAPER_SHARE:
         raise DataError(f"curation reading must be one of {', '.join(READINGS)} and k 4 or 5, got {reading!r}, {k}")
     if reading == "rank":
-        best = sorted(ratings, key=lambda r: (-r.expected, r.id))[: round(PAPER_SHARE[k] * len(ratings))]
+        size = max(1, round(PAPER_SHARE[k] * len(ratings)))  # a pool too small for the share keeps its best
+        best = sorted(ratings, key=lambda r: (-r.expected, r.id))[:size]
         keep = {r.id for r in best}
         return [r.id for r in ratings if r.id in keep]
     cut = THRESHOLDS[reading][k]

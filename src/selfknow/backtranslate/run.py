@@ -275,6 +275,22 @@ class BacktranslateRun:
         keep = set(curated_ids(self.ratings(iteration), self.config.reading, self.config.k))
         return [c for c in self.candidates() if c.id in keep]
 
+    def curated_for_training(self, iteration: int) -> list[Candidate]:
+        """A_k^(iteration) to train the next model on. An empty set is an error, not a model trained on the seed
+        alone again (a small model's expected scores seldom reach the paper's 4.5); the ratings are kept."""
+        curated = self.curated(iteration)
+        if not curated:
+            ratings = self.ratings(iteration)
+            best = max(r.expected for r in ratings)
+            parsed = sum(r.parsed is not None for r in ratings)
+            raise SelfknowError(
+                f"{self.dir / f'ratings-{iteration}.jsonl'}: the '{self.config.reading}' reading keeps none of "
+                f"{len(ratings)} candidates in A_{self.config.k} (highest expected score {best:.2f}, {parsed} "
+                f'parsed scores); the ratings are kept: set "reading": "rank" in {self.dir / "config.json"} '
+                "and rerun with --reading rank"
+            )
+        return curated
+
     def ratings(self, iteration: int) -> list[Rating]:
         return read_ratings(self.dir / f"ratings-{iteration}.jsonl")
 
@@ -286,7 +302,7 @@ class BacktranslateRun:
             if path.exists():
                 continue
             start = time.perf_counter()
-            self._train_forward(f"forward-{t - 1}", self.curated(t - 1) if t > 1 else [])
+            self._train_forward(f"forward-{t - 1}", self.curated_for_training(t - 1) if t > 1 else [])
             model, tokenizer = self.with_adapter(f"forward-{t - 1}")
             pairs = [(c.id, c.instruction, c.output) for c in self.candidates()]
             ratings, stats = rate(
@@ -315,7 +331,7 @@ class BacktranslateRun:
         if all((self.adapter(n) / "adapter_config.json").exists() for n in names):
             return
         start = time.perf_counter()
-        self._train_forward(f"forward-{final}", self.curated(final))
+        self._train_forward(f"forward-{final}", self.curated_for_training(final))
         self._train_forward("forward-uncurated", self.uncurated())
         self._timed("train", start)
 
