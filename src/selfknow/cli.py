@@ -637,7 +637,7 @@ def backtranslate(
     k: Annotated[int, typer.Option(help="Keep pairs rated at least k: 5 (A_5) or 4 (A_4).")] = 5,
     rating_prompt: Annotated[
         str,
-        typer.Option(help="Rating prompt: paper (reasons, then the score) or score-first (for small chat models)."),
+        typer.Option(help="Rating prompt: paper (reasons, then the score) or score-first (the score, then reasons)."),
     ] = "paper",
     rating_tokens: Annotated[int, typer.Option(help="Most tokens of each rating reply.")] = 64,
     iterations: Annotated[int, typer.Option(help="Self-curation iterations (M_1, M_2, ...).")] = 2,
