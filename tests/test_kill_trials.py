@@ -152,7 +152,7 @@ def test_backtranslate_killed_at_random_resumes_to_the_same_adapters_and_report(
     for name in ("reference", "killed"):
         command = cli("backtranslate", str(tmp_path / name), "-m", str(tiny_llama_dir), "--seed-source")
         command += [f"user:{seed}", "--pool-source", f"user:{pool}", "--held-out", "5", "--backward-epochs", "1"]
-        command += ["--forward-epochs", "1", "--labelled", "25", "--bootstrap", "20"]
+        command += ["--forward-epochs", "1", "--labelled", "25", "--bootstrap", "20", "--reading", "rank"]
         if name == "reference":
             duration = run(command)
         else:
