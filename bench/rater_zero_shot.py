@@ -24,10 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-from selfknow.backtranslate.curate import Rating, expected_score, rate
+from selfknow.backtranslate.curate import Rating, rate, rating_of
 from selfknow.backtranslate.data import LICENCES
 from selfknow.backtranslate.evaluation import curation_controls, curation_scores, labelled_pairs
-from selfknow.backtranslate.prompts import RATING_PROMPTS, parse_score
+from selfknow.backtranslate.prompts import RATING_PROMPTS
 from selfknow.backtranslate.run import BacktranslateConfig, BacktranslateRun
 from selfknow.metrics import bootstrap_interval, score_auroc
 
@@ -36,12 +36,8 @@ def journal_ratings(journal: Path) -> list[Rating]:
     """The ratings a (possibly unfinished) rating journal holds, read as :func:`rate` reads them."""
     paths = sorted(journal.parent.glob(journal.name + "*"))
     rows = [json.loads(line) for path in paths for line in path.read_text().splitlines() if line.strip()]
-    ratings = []
-    for row in (r for r in rows if "id" in r):  # the journal's batch markers carry no id
-        expected, mass = expected_score(row["scores"]["cue_logprobs"])
-        reply = row.get("output") or ""
-        ratings.append(Rating(row["id"], parse_score(reply), expected, mass, reply))
-    return ratings
+    # the journal's batch markers carry no id
+    return [rating_of(row["id"], row.get("output"), row["scores"]["cue_logprobs"]) for row in rows if "id" in row]
 
 
 def against_length(ratings: list[Rating], labelled: list, bootstrap: int, seed: int) -> dict[str, float]:

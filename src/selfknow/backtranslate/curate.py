@@ -89,12 +89,13 @@ def rate(
     cue, digits = score_cue(tokenizer, records[0].prompt or "")
     config = AnswerConfig(max_new_tokens=max_new_tokens, stop=(), cue=cue, cue_read=digits, batch_size=16)
     answered, stats = answer_once(model, tokenizer, records, config=config, output=journal, progress=progress)
-    ratings = []
-    for record in answered:
-        expected, mass = expected_score(record.scores["cue_logprobs"])
-        reply = record.output or ""
-        ratings.append(Rating(record.id, parse_score(reply), expected, mass, reply))
-    return ratings, stats
+    return [rating_of(r.id, r.output, r.scores["cue_logprobs"]) for r in answered], stats
+
+
+def rating_of(pair_id: str, reply: str | None, cue_logprobs: Sequence[float]) -> Rating:
+    """A pair's rating from its reply and the digit log-probs read after the cue (a record or a journal row)."""
+    expected, mass = expected_score(cue_logprobs)
+    return Rating(pair_id, parse_score(reply or ""), expected, mass, reply or "")
 
 
 def curated_ids(ratings: Sequence[Rating], reading: str, k: int) -> list[str]:
