@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -108,3 +109,66 @@ def test_text_grown_token_by_token_equals_the_whole_decode(tokenizer, text):
         whole = tokenizer.decode(tokens[:k], skip_special_tokens=True)
         assert whole.startswith(so_far) and "\ufffd" not in so_far
     assert grown.text == tokenizer.decode(tokens, skip_special_tokens=True)
+
+
+def _samples(records) -> dict[str, list[tuple[str, list[float]]]]:
+    return {r.id: [(s["text"], s["token_logprobs"]) for s in r.scores["samples"]] for r in records}
+
+
+def test_samples_share_the_prefill_and_resume_to_the_same_draws(tiny, tmp_path):
+    model, tokenizer = tiny
+    records = make_records(8, "oe")
+    plain, plain_stats = answer_records(
+        model, tokenizer, records, config=AnswerConfig(max_new_tokens=5), progress=False
+    )
+    config = AnswerConfig(max_new_tokens=5, samples=3, seed=4)
+    sampled, stats = answer_records(model, tokenizer, records, config=config, progress=False)
+    assert [r.output for r in sampled] == [r.output for r in plain]  # the main answer stays greedy
+    assert stats.computed_tokens == plain_stats.computed_tokens  # one prefill serves the answer and its samples
+    assert stats.sampled_tokens > 0 and stats.generated_tokens == plain_stats.generated_tokens
+    draws = _samples(sampled)
+    assert all(len(d) == 3 for d in draws.values())
+    assert any(text != r.output for r in sampled for text, _ in draws[r.id])  # T = 1 on random weights
+    for record in sampled:
+        assert record.scores["sampling"] == {"k": 3, "temperature": 1.0, "top_p": 0.95, "seed": 4}
+        for sample in record.scores["samples"]:
+            # the nucleus renormalizes, so its largest log-prob is at least the drawn token's model log-prob
+            assert all(
+                t >= lp - 1e-5 for t, lp in zip(sample["warped_max_logprobs"], sample["token_logprobs"], strict=True)
+            )
+    output = tmp_path / "answers.jsonl"
+    answer_records(model, tokenizer, records[2:5], config=config, output=output, progress=False)  # then killed
+    resumed, _ = answer_records(
+        model, tokenizer, records, config=dataclasses.replace(config, batch_size=3), output=output, progress=False
+    )
+    for record in resumed:
+        got = _samples([record])[record.id]
+        assert [text for text, _ in got] == [text for text, _ in draws[record.id]]
+        for (_, logprobs), (_, want) in zip(got, draws[record.id], strict=True):
+            assert logprobs == pytest.approx(want, abs=1e-4)
+    other, _ = answer_records(model, tokenizer, records, config=dataclasses.replace(config, seed=5), progress=False)
+    assert _samples(other) != draws
+
+
+def test_choice_samples_are_draws_from_the_letters_softmax(tiny_llama_dir):
+    model, tokenizer = load_model(str(tiny_llama_dir), device="cpu")
+    config = AnswerConfig(samples=400, sample_top_p=1.0)
+    answered, _ = answer_records(model, tokenizer, make_records(3, "choice"), config=config, progress=False)
+    for record in answered:
+        probs = torch.tensor(record.scores["choice_logits"]).softmax(-1)
+        letters = [s["text"] for s in record.scores["samples"]]
+        share = torch.tensor([letters.count(c) / len(letters) for c in LETTERS[: len(record.choices)]])
+        torch.testing.assert_close(share, probs, atol=0.08, rtol=0)
+        first = record.scores["samples"][0]
+        assert first["token_logprobs"] == pytest.approx([float(probs[LETTERS.index(first["text"])].log())], abs=1e-5)
+
+
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_samples_in_half_precision(tiny_qwen_dir, dtype):
+    model, tokenizer = load_model(str(tiny_qwen_dir), device="cpu", dtype=dtype)
+    answered, _ = answer_records(
+        model, tokenizer, make_records(4), config=AnswerConfig(max_new_tokens=4, samples=2), progress=False
+    )
+    for record in answered:
+        assert len(record.scores["samples"]) == 2
+        assert all(lp <= 0 for s in record.scores["samples"] for lp in s["token_logprobs"])

@@ -30,6 +30,17 @@ def toy_file(tmp_path: Path, n: int = 12, format: str = "oe") -> Path:
     return path
 
 
+def test_answer_with_samples_stores_them_and_rejects_a_bad_setting(monkeypatch, capsys, tmp_path, tiny_llama_dir):
+    data, out = toy_file(tmp_path, n=4), tmp_path / "answers.jsonl"
+    args = ["answer", f"jsonl:{data}", "--model", str(tiny_llama_dir), "--max-new-tokens", "3"]
+    code, stdout, _ = run_cli(monkeypatch, capsys, *args, "-o", str(out), "--samples", "2", "--seed", "3")
+    assert code == 0 and "wrote 4 records" in stdout
+    records = read_records(out)
+    assert all(len(r.scores["samples"]) == 2 and r.scores["sampling"]["seed"] == 3 for r in records)
+    code, _, stderr = run_cli(monkeypatch, capsys, *args, "-o", str(tmp_path / "b.jsonl"), "--samples", "-1")
+    assert code != 0 and "samples must be 0 or more" in stderr
+
+
 @pytest.mark.parametrize("format", ["oe", "choice"])
 def test_answer_then_grade_writes_graded_records_and_prints_accuracy(
     monkeypatch, capsys, tmp_path, tiny_llama_dir, format

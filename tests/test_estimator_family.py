@@ -12,13 +12,15 @@ import torch
 from selfknow.answer import AnswerConfig, answer_records
 from selfknow.confidence import baselines
 from selfknow.confidence.base import ESTIMATORS, Context, Estimator
+from selfknow.confidence.sampling import SamplingEstimator
 from selfknow.data.records import Record
 from selfknow.models import load_model
 from selfknow.pipeline import DEFAULT_ESTIMATORS
 from tests.conftest import make_records
 
 DTYPES = ["float32", "bfloat16", "float16"]
-CASES = [(format, name) for format in ("oe", "choice") for name in DEFAULT_ESTIMATORS[format]]
+SAMPLING = [name for name, cls in ESTIMATORS.items() if issubclass(cls, SamplingEstimator)]
+CASES = [(format, name) for format in ("oe", "choice") for name in [*DEFAULT_ESTIMATORS[format], *SAMPLING]]
 QUICK = {"ct": {"epochs": 1, "top_layers": 1}, "lora-probe": {"epochs": 1}}  # one epoch keeps the suite fast
 
 
@@ -46,14 +48,14 @@ def dtype_context(request):
 
 @pytest.fixture(scope="module")
 def answered(dtype_context) -> dict[str, tuple[list[Record], ...]]:
-    """Per format: train, validation and test answers made by the model in this dtype, graded by rule
-    (every third one wrong) so both classes appear in every split."""
+    """Per format: train, validation and test answers made by the model in this dtype, with three samples
+    each, graded by rule (every third one wrong) so both classes appear in every split."""
     _, context = dtype_context
     splits = {}
     for format in ("oe", "choice"):
         records = make_records(24, format, dataset=f"d{format}")
         done, _ = answer_records(
-            context.model, context.tokenizer, records, config=AnswerConfig(max_new_tokens=4), progress=False
+            context.model, context.tokenizer, records, config=AnswerConfig(max_new_tokens=4, samples=3), progress=False
         )
         graded = [dataclasses.replace(r, correct=i % 3 != 0) for i, r in enumerate(done)]
         splits[format] = (graded[:12], graded[12:18], graded[18:])

@@ -152,7 +152,7 @@ def answer(
         bool | None, typer.Option("--chat/--no-chat", help="Use the chat template (default: when the model has one).")
     ] = None,
     limit: Annotated[int | None, typer.Option(help="Answer a seeded random subset of this size.")] = None,
-    seed: Annotated[int, typer.Option(help="Seed for splits, choices, k-shot examples and subsets.")] = 0,
+    seed: Annotated[int, typer.Option(help="Seed for splits, choices, k-shot examples, subsets and samples.")] = 0,
     column: Annotated[list[str], typer.Option(help="FIELD=COLUMN mapping for csv:/jsonl: files (repeatable).")] = [],  # noqa: B006
     max_new_tokens: Annotated[int, typer.Option(help="Longest open-ended answer.")] = AnswerConfig.max_new_tokens,
     batch_size: Annotated[
@@ -169,9 +169,30 @@ def answer(
     ] = False,
     engine: Annotated[str, typer.Option(help="hf (transformers, accelerate) or vllm (where installed).")] = "hf",
     tensor_parallel_size: Annotated[int, typer.Option(help="GPUs one vLLM model spans (--engine vllm).")] = 1,
+    samples: Annotated[
+        int,
+        typer.Option(
+            help="Sampled answers per question besides the greedy one, with their token log-probs, for the "
+            "sampling estimators (seeded per question: a resumed run draws the same)."
+        ),
+    ] = 0,
+    sample_temperature: Annotated[float, typer.Option(help="Temperature of the samples.")] = 1.0,
+    sample_top_p: Annotated[float, typer.Option(help="Nucleus (top-p) of the samples.")] = 0.95,
 ) -> None:
-    """Answer a dataset split with a model: letters by logits for choice, greedy text for oe."""
-    config = AnswerConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, max_batch_tokens=max_batch_tokens)
+    """Answer a dataset split with a model: letters by logits for choice, greedy text for oe; with --samples,
+    also K sampled answers per question (from the same prefill)."""
+    try:
+        config = AnswerConfig(
+            max_new_tokens=max_new_tokens,
+            batch_size=batch_size,
+            max_batch_tokens=max_batch_tokens,
+            samples=samples,
+            sample_temperature=sample_temperature,
+            sample_top_p=sample_top_p,
+            seed=seed,
+        )
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from None
     records, stats = api.answer_dataset(
         dataset,
         output=output,

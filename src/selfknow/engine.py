@@ -5,6 +5,11 @@ key/value cache broadcast to every batch of the group. Multiple choice then read
 choice letters at the last position only. Open-ended answers are decoded greedily from the same
 prefill, and a row leaves the batch (and its cache) as soon as it reaches a stop string or EOS, so no
 step is spent on finished rows.
+
+With ``samples`` > 0 each question also gets that many sampled answers (``scores["samples"]``), decoded
+from the same prefill: its cache is repeated once per sample, so the prompt is run once for all of them.
+A sample's randomness is seeded by the record id, the sample's number and the step, so a resumed run draws
+what an uninterrupted one would.
 """
 
 from __future__ import annotations
@@ -39,6 +44,22 @@ class AnswerConfig:
     seed: int = 0
     cue: tuple[int, ...] = ()  # tokens appended after the prompt for a forced reading (scores["cue_logprobs"])
     cue_read: tuple[int, ...] = ()  # the tokens whose next-token log-probs the cue reading keeps
+    samples: int = 0  # sampled answers per question besides the main one (scores["samples"])
+    sample_temperature: float = 1.0  # the calibration-tuning reference's sampling baseline: T = 1, top-p 0.95
+    sample_top_p: float = 0.95
+
+    def __post_init__(self) -> None:
+        if self.samples < 0:
+            raise ValueError(f"samples must be 0 or more, got {self.samples}")
+        if self.samples and (self.sample_temperature <= 0 or not 0 < self.sample_top_p <= 1):
+            raise ValueError("samples need a sample temperature above 0 and a top-p in (0, 1]")
+
+    @property
+    def sampling(self) -> dict[str, float | int]:
+        """The settings a record's samples were drawn with, stored beside them."""
+        return {
+            "k": self.samples, "temperature": self.sample_temperature, "top_p": self.sample_top_p, "seed": self.seed
+        }  # fmt: skip
 
 
 @dataclass
@@ -50,6 +71,7 @@ class AnswerStats:
     computed_tokens: int = 0  # prompt tokens actually run: shared prefixes once, padding excluded
     pad_tokens: int = 0
     generated_tokens: int = 0  # generated tokens kept in answers
+    sampled_tokens: int = 0  # tokens kept in sampled answers (``samples``)
     wasted_decode_tokens: int = 0  # generated tokens not kept (the stop string, EOS)
     attention_pairs: int = 0  # (query, key) pairs of the useful tokens, for FLOP accounting
     seconds: float = 0.0
@@ -57,7 +79,7 @@ class AnswerStats:
 
     @property
     def useful_tokens(self) -> int:
-        return self.computed_tokens + self.generated_tokens
+        return self.computed_tokens + self.generated_tokens + self.sampled_tokens
 
     @property
     def padding_fraction(self) -> float:
@@ -163,6 +185,9 @@ class Answerer:
         seqs = [ids for _, _, ids in items]
         sized_rows, sized_tokens = pass_limits(self.model, keep_cache=generate)
         max_rows, max_tokens = self.config.batch_size or sized_rows, self.config.max_batch_tokens or sized_tokens
+        if generate and self.config.samples:  # each row's cache is repeated once per sample after the prefill
+            lanes = 1 + self.config.samples
+            max_rows, max_tokens = max(1, max_rows // lanes), max(1, max_tokens // lanes)
         for group in self._groups(seqs, generate):
             shared = group.prefix_len
             prefix_cache = self._prefix(seqs[group.rows[0]][:shared]) if shared else None
@@ -224,8 +249,23 @@ class Answerer:
         for row, (record, prompt, _) in enumerate(rows):
             letter_logits = logits[row, self.letter_ids(prompt, len(record.choices or []))].float()
             letter = LETTERS[int(letter_logits.argmax())]
-            done.append(answered_record(record, prompt, letter, {"choice_logits": letter_logits.tolist()}))
+            scores = {"choice_logits": letter_logits.tolist()}
+            if self.config.samples:
+                scores.update(self._sample_letters(record, letter_logits.cpu()))
+            done.append(answered_record(record, prompt, letter, scores))
         return done
+
+    def _sample_letters(self, record: Record, letter_logits: torch.Tensor) -> dict:
+        """Sampled letters: draws from the letters' softmax, warped as open-ended samples are, so sampling
+        estimators read a multiple-choice record as they read an open-ended one (one step per sample)."""
+        warped = self._warp(letter_logits[None], self.config.sample_temperature, self.config.sample_top_p)[0]
+        raw, kept = letter_logits.log_softmax(-1), warped.log_softmax(-1)
+        samples = []
+        for j in range(1, self.config.samples + 1):
+            pick = int(torch.multinomial(kept.exp(), 1, generator=self._generator(record.id, "sample", j, 0)))
+            top = float(kept.max())
+            samples.append({"text": LETTERS[pick], "token_logprobs": [float(raw[pick])], "warped_max_logprobs": [top]})
+        return {"samples": samples, "sampling": self.config.sampling}
 
     def _read_cue(self, cache, mask, last) -> list[list[float]]:
         """Log-probs of ``cue_read`` after the prompt and the cue; the cache is cut back to the prompt."""
@@ -246,40 +286,70 @@ class Answerer:
         scores = out.logits[:, -1].float().log_softmax(-1)[:, list(self.config.cue_read)]
         return scores.tolist()
 
-    def _choose(self, rows: Sequence[Item], active: list[int], logits: torch.Tensor, step: int) -> torch.Tensor:
-        """The next token of each active row: the argmax, or a nucleus sample drawn from a generator seeded by
-        the record id and step, so a resumed run samples what an uninterrupted one would."""
-        if self.config.temperature <= 0:
-            return logits.argmax(-1)
-        warped = TemperatureLogitsWarper(self.config.temperature)(None, logits.float())
-        warped = TopPLogitsWarper(self.config.top_p)(None, warped)
-        probs = warped.softmax(-1).cpu()
-        picks = []
-        for j, row in enumerate(active):
-            generator = torch.Generator().manual_seed(rng_for(self.config.seed, rows[row][0].id, step).getrandbits(63))
-            picks.append(int(torch.multinomial(probs[j], 1, generator=generator)))
-        return torch.tensor(picks, device=logits.device)
+    @staticmethod
+    def _warp(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+        """Logits as nucleus sampling sees them: tempered, and -inf outside the top-p nucleus."""
+        warped = TemperatureLogitsWarper(temperature)(None, logits.float())
+        return TopPLogitsWarper(top_p)(None, warped) if top_p < 1 else warped
+
+    def _generator(self, *parts: object) -> torch.Generator:
+        return torch.Generator().manual_seed(rng_for(self.config.seed, *parts).getrandbits(63))
+
+    def _choose(
+        self, lanes: Sequence[tuple[Record, int]], logits: torch.Tensor, step: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The next token of each lane (a record's main answer, number 0, or one of its samples), its
+        log-probability under the model, and the largest log-probability of the distribution it was drawn from
+        (after temperature and top-p; the reference's sampling likelihood reads it). The main answer is the
+        argmax, or a nucleus sample when ``temperature`` > 0; samples use the sample settings. Draws come from
+        generators seeded by the record id, the lane and the step, so a resumed run samples what an
+        uninterrupted one would."""
+        config = self.config
+        settings = [
+            (config.temperature, config.top_p) if lane == 0 else (config.sample_temperature, config.sample_top_p)
+            for _, lane in lanes
+        ]
+        logprobs = logits.float().log_softmax(-1)
+        tops, picks = logprobs.max(-1)
+        drawn = [j for j, (temperature, _) in enumerate(settings) if temperature > 0]
+        for temperature, top_p in dict.fromkeys(settings[j] for j in drawn):
+            group = [j for j in drawn if settings[j] == (temperature, top_p)]
+            warped = self._warp(logits[group], temperature, top_p)
+            tops[group] = warped.log_softmax(-1).max(-1).values
+            probs = warped.softmax(-1).cpu()
+            for k, j in enumerate(group):
+                record, lane = lanes[j]
+                parts = (record.id, step) if lane == 0 else (record.id, "sample", lane, step)
+                picks[j] = int(torch.multinomial(probs[k], 1, generator=self._generator(*parts)))
+        return picks, logprobs.gather(1, picks[:, None])[:, 0], tops
 
     def _decode(self, rows: Sequence[Item], logits, cache, mask, last) -> tuple[list[Record], int]:
-        """Greedy or sampled decoding; a row stops at EOS or at a stop string that follows some text
-        (models often open with a newline), and then leaves the batch. Each step moves every row's token
-        and log-probability to the host in one transfer, and tests the stop strings on text decoded
+        """Greedy or sampled decoding; a lane stops at EOS or at a stop string that follows some text
+        (models often open with a newline), and then leaves the batch. Each row has one lane for its answer
+        and one per sample, sharing the row's prefill. Each step moves every lane's token and
+        log-probabilities to the host in one transfer, and tests the stop strings on text decoded
         incrementally, so a step's host work does not grow with the answer."""
         cue = self._read_cue(cache, mask, last) if self.config.cue else None
-        texts = [IncrementalText(self.tokenizer) for _ in rows]
-        logprobs: list[list[float]] = [[] for _ in rows]
-        active = list(range(len(rows)))
+        per_row = 1 + self.config.samples
+        if per_row > 1:
+            cache.batch_repeat_interleave(per_row)
+            logits, mask, last = (t.repeat_interleave(per_row, dim=0) for t in (logits, mask, last))
+        lanes = [(record, lane) for record, _, _ in rows for lane in range(per_row)]
+        texts = [IncrementalText(self.tokenizer) for _ in lanes]
+        logprobs: list[list[float]] = [[] for _ in lanes]
+        tops: list[list[float]] = [[] for _ in lanes]
+        active = list(range(len(lanes)))
         positions = last
-        reach = [p + 1 for p in last.tolist()]  # keys each active row's next token attends to
+        reach = [p + 1 for p in last.tolist()]  # keys each active lane's next token attends to
         for step in range(self.config.max_new_tokens):
-            best = self._choose(rows, active, logits, step)
-            picked = logits.float().log_softmax(-1).gather(1, best[:, None])[:, 0]
-            host = torch.stack([best.double(), picked.double()]).tolist()  # one device-to-host copy
+            best, picked, top = self._choose([lanes[j] for j in active], logits, step)
+            host = torch.stack([best.double(), picked.double(), top.double()]).tolist()  # one device-to-host copy
             keep = []
-            for j, row in enumerate(active):
+            for j, lane in enumerate(active):
                 token = int(host[0][j])
-                logprobs[row].append(host[1][j])
-                text = texts[row].add(token)
+                logprobs[lane].append(host[1][j])
+                tops[lane].append(host[2][j])
+                text = texts[lane].add(token)
                 if token not in self.eos and not cut_at_stop(text.lstrip(), self.config.stop)[1]:
                     keep.append(j)
             if not keep or step == self.config.max_new_tokens - 1:
@@ -301,15 +371,26 @@ class Answerer:
                 use_cache=True,
                 logits_to_keep=1,
             ).logits[:, -1]
-        done, kept_total = [], 0
+        done, kept_main, kept_samples = [], 0, 0
         for row, (record, prompt, _) in enumerate(rows):
-            text, kept = answer_text(self.tokenizer, texts[row].tokens, self.eos, self.config.stop)
-            kept_total += kept
-            scores = {"token_logprobs": logprobs[row][:kept], **({"cue_logprobs": cue[row]} if cue else {})}
+            answers = []
+            for lane in range(row * per_row, (row + 1) * per_row):
+                text, kept = answer_text(self.tokenizer, texts[lane].tokens, self.eos, self.config.stop)
+                answers.append((text, logprobs[lane][:kept], tops[lane][:kept]))
+            (text, token_logprobs, _), drawn = answers[0], answers[1:]
+            kept_main += len(token_logprobs)
+            kept_samples += sum(len(sample[1]) for sample in drawn)
+            scores = {"token_logprobs": token_logprobs, **({"cue_logprobs": cue[row]} if cue else {})}
+            if drawn:
+                scores["samples"] = [
+                    {"text": t, "token_logprobs": lp, "warped_max_logprobs": tp} for t, lp, tp in drawn
+                ]
+                scores["sampling"] = self.config.sampling
             done.append(answered_record(record, prompt, text, scores))
         generated = sum(len(t.tokens) for t in texts)
-        self.stats.generated_tokens += kept_total
-        self.stats.wasted_decode_tokens += generated - kept_total
+        self.stats.generated_tokens += kept_main
+        self.stats.sampled_tokens += kept_samples
+        self.stats.wasted_decode_tokens += generated - kept_main - kept_samples
         return done, generated
 
 

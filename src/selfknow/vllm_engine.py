@@ -42,6 +42,8 @@ class VllmAnswerer:
     """Same interface as :class:`~selfknow.engine.Answerer`: ``run(items, emit)`` and ``stats``."""
 
     def __init__(self, llm, tokenizer, config: AnswerConfig):
+        if config.samples:
+            raise SelfknowError("the vllm engine draws no samples yet: answer with --engine hf for --samples")
         self.llm, self.tokenizer, self.config = llm, tokenizer, config
         self.eos = eos_ids(tokenizer, None)  # vLLM itself also stops at the model's generation EOS
         self.letter_ids = LetterIds(tokenizer)

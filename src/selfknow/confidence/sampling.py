@@ -1,0 +1,143 @@
+"""Sampling-based estimators: confidence from how the model answers when asked again, read from the saved
+samples alone (``selfknow answer --samples K`` stores them), so they are computed and compared without the
+model.
+
+The samples of a record are clustered with the main answer first (:func:`selfknow.equivalence.cluster`,
+rule ``equivalence``, default ``match``); a sample is in the main answer's cluster exactly when it is
+equivalent to the main answer.
+
+- ``sampling-counting``: the share of the k samples equivalent to the main answer: the reference's
+  "Sampling (counting)", which is self-consistency with the main answer.
+- ``sampling-likelihood``: the reference's "Sampling (likelihood)" as it computes it (spec §10):
+  ``Σ_equivalent lik_j / Σ_j lik_j`` with ``lik_j = exp(mean_t max_v log p̃_t(v))``, p̃_t the warped
+  (temperature, top-p) distribution sample j was drawn from at step t. The quirk: ``lik_j`` is the
+  probability of each step's most likely token, not of the token drawn, so it says how peaked the nucleus
+  was along the sample's path rather than how likely the sample is. Kept as published, for comparison.
+- ``sampling-likelihood-corrected``: the same with ``lik_j`` the sample's own length-normalized probability
+  under the model, ``exp(mean_t log p_t(token drawn))``.
+- ``semantic-entropy``: the entropy of the samples' clusters, ``H = -Σ_c (n_c/k) log(n_c/k)`` (discrete
+  semantic entropy, Farquhar et al. 2024), given as ``1 - H / log k``: 1 when every sample says one thing,
+  0 when no two agree. It is uncertainty about the question, whatever the main answer says.
+- ``semantic-entropy-weighted``: the clusters weighted by their samples' length-normalized probabilities
+  (``p_c ∝ Σ_{j∈c} exp(mean_t log p_t)``, Farquhar et al.'s default), as ``1 - H / log k``.
+
+An empty sample has likelihood 0. Where every sample of a record has likelihood 0 (all empty), the
+likelihood estimators fall back to counting and the weighted entropy to the discrete one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from selfknow.confidence.base import Context, Estimator, check_probabilities, register
+from selfknow.data.records import Record
+from selfknow.equivalence import Clusters, cluster
+from selfknow.errors import DataError
+
+__all__ = [
+    "SamplingCounting",
+    "SamplingLikelihood",
+    "SamplingLikelihoodCorrected",
+    "SemanticEntropy",
+    "SemanticEntropyWeighted",
+    "samples_of",
+]
+
+
+def samples_of(record: Record, estimator: str) -> list[dict[str, Any]]:
+    """The record's samples; a record answered without them is an error that says how to get them."""
+    if record.output is None:
+        raise DataError(f"'{estimator}' needs answered records; {record.id!r} has no output (run `selfknow answer`)")
+    samples = record.scores.get("samples")
+    if not samples:
+        raise DataError(
+            f"'{estimator}' needs sampled answers; record {record.id!r} has none "
+            "(answer with `selfknow answer --samples K`)"
+        )
+    return samples
+
+
+def _mean_likelihood(logprobs: Sequence[float]) -> float:
+    return float(np.exp(np.mean(logprobs))) if logprobs else 0.0
+
+
+def entropy_confidence(weights: np.ndarray, k: int) -> float:
+    """``1 - H / log k`` of the cluster distribution given by (unnormalized) weights."""
+    p = weights[weights > 0] / weights.sum()
+    return float(np.clip(1.0 + (p * np.log(p)).sum() / np.log(k), 0.0, 1.0))
+
+
+class SamplingEstimator(Estimator):
+    """Zero-shot estimators over a record's clusters; subclasses turn one record's clusters into a confidence."""
+
+    def __init__(self, equivalence: str = "match", **config: Any):
+        super().__init__(equivalence=equivalence, **config)
+
+    def score(self, records: Sequence[Record], context: Context) -> np.ndarray:
+        scores = []
+        for record in records:
+            samples = samples_of(record, self.name)
+            clusters = cluster(record, [record.output, *(s["text"] for s in samples)], self.config["equivalence"])
+            scores.append(self.confidence(samples, clusters))
+        return check_probabilities(np.array(scores), self.name)
+
+    def confidence(self, samples: list[dict[str, Any]], clusters: Clusters) -> float:
+        raise NotImplementedError
+
+    @staticmethod
+    def agreeing(clusters: Clusters) -> np.ndarray:
+        """1 for each sample in the main answer's cluster (the first), else 0."""
+        return np.array([label == 0 for label in clusters.labels[1:]], dtype=float)
+
+
+@register("sampling-counting")
+class SamplingCounting(SamplingEstimator):
+    def confidence(self, samples, clusters):
+        return float(self.agreeing(clusters).mean())
+
+
+class _LikelihoodShare(SamplingEstimator):
+    field = ""
+
+    def confidence(self, samples, clusters):
+        weights = np.array([_mean_likelihood(s[self.field]) for s in samples])
+        agreeing = self.agreeing(clusters)
+        return float((weights * agreeing).sum() / weights.sum()) if weights.sum() > 0 else float(agreeing.mean())
+
+
+@register("sampling-likelihood")
+class SamplingLikelihood(_LikelihoodShare):
+    field = "warped_max_logprobs"
+
+
+@register("sampling-likelihood-corrected")
+class SamplingLikelihoodCorrected(_LikelihoodShare):
+    field = "token_logprobs"
+
+
+class _Entropy(SamplingEstimator):
+    weighted = False
+
+    def confidence(self, samples, clusters):
+        if len(samples) < 2:
+            raise DataError(f"'{self.name}' needs at least 2 samples a record, got {len(samples)}")
+        labels = np.array(clusters.labels[1:])
+        weights = np.ones(len(samples))
+        if self.weighted:
+            likelihoods = np.array([_mean_likelihood(s["token_logprobs"]) for s in samples])
+            weights = likelihoods if likelihoods.sum() > 0 else weights
+        per_cluster = np.bincount(labels, weights=weights)
+        return entropy_confidence(per_cluster, len(samples))
+
+
+@register("semantic-entropy")
+class SemanticEntropy(_Entropy):
+    pass
+
+
+@register("semantic-entropy-weighted")
+class SemanticEntropyWeighted(_Entropy):
+    weighted = True
