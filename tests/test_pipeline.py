@@ -74,6 +74,27 @@ def test_tune_writes_every_stage_and_a_report_and_resumes(tiny_llama_dir, datase
     assert {p: p.stat().st_mtime for p in before} == before
 
 
+def test_sampling_estimators_join_the_run_with_samples_on_validation_and_test_and_a_cost_column(
+    tiny_llama_dir, dataset, tmp_path
+):
+    sampling = ["sampling-counting", "semantic-entropy"]
+    settings = replace(config(tiny_llama_dir, dataset), estimators=["constant", "likelihood", *sampling])
+    assert settings.samples == 10  # asking for a sampling estimator draws the reference's k
+    summary = Run(tmp_path / "run", replace(settings, samples=3), progress=False).run()
+    answers = {split: read_records(tmp_path / "run" / "answers" / f"{split}.jsonl") for split in ("train", "test")}
+    assert all("samples" not in r.scores for r in answers["train"])  # zero-shot estimators read no training samples
+    assert all(len(r.scores["samples"]) == 3 for r in answers["test"])
+    assert set(summary["metrics"]) >= {f"{n}{v}" for n in sampling for v in ("", "+ts", "+platt")}
+    assert summary["costs"]["sampling-counting"].startswith("3 samples, ")
+    assert summary["costs"]["likelihood"].startswith("none: the answer's saved token log-probs; scoring ")
+    report = (tmp_path / "run" / "evaluation" / "report.md").read_text()
+    assert "cost per question |" in report and "| 3 samples, " in report
+    with pytest.raises(SelfknowError, match="samples"):  # a run is bound to its samples
+        Run(tmp_path / "run", replace(settings, samples=5), progress=False)
+    defaults = RunConfig(samples=2)
+    assert set(sampling) <= set(defaults.estimators) and "ct" in defaults.estimators
+
+
 def test_ask_answers_like_the_base_model_in_a_fresh_process(tiny_llama_dir, dataset, tmp_path):
     Run(tmp_path / "run", config(tiny_llama_dir, dataset), progress=False).run()
     question = "What is 3 plus 3?"

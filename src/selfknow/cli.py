@@ -310,10 +310,18 @@ def tune(
             "questions choose the served estimator; its train and test questions are reported apart, as out of family."
         ),
     ] = [],  # noqa: B006
+    samples: Annotated[
+        int | None,
+        typer.Option(
+            help="Sampled answers per validation and test question; adds the sampling estimators to the default "
+            "ones (asking for a sampling estimator alone draws 10)."
+        ),
+    ] = None,
 ) -> None:
     """Answer, grade, fit every estimator, score and evaluate in a run directory (resumable)."""
     settings = read_settings(config, RunConfig.__dataclass_fields__, "run") if config else {}
     flags = {"model": model, "dataset": dataset, "format": format, "seed": seed, "dtype": dtype, "device": device}
+    flags["samples"] = samples
     settings.update({k: v for k, v in flags.items() if v is not None})
     limits = {"train": train_limit, "validation": validation_limit, "test": test_limit}
     settings["limits"] = {**settings.get("limits", {}), **{k: v for k, v in limits.items() if v is not None}}

@@ -6,7 +6,8 @@ run resumes stage by stage (and answering resumes inside its stage)::
     <run>/config.json                    what the run is (model, data, estimators, seed)
     <run>/answers/<split>.jsonl          answered and graded records
     <run>/features/                      cached base-model features shared by estimators
-    <run>/estimators/<name>/             fitted estimators (+ scalers.json: temperature and Platt)
+    <run>/estimators/<name>/             fitted estimators (+ scalers.json: temperature and Platt, cost.json:
+                                         the time scoring the test split took)
     <run>/scores/<split>.jsonl           records with every estimator's confidence
     <run>/evaluation/                    metrics.json, report.md and plots for the test split
 """
@@ -17,6 +18,7 @@ import json
 import math
 import platform
 import subprocess
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
@@ -32,6 +34,7 @@ from selfknow.answer import AnswerConfig
 from selfknow.api import answer_dataset, grade_file
 from selfknow.checkpoints import CHECKPOINTS, removed_after_saving
 from selfknow.confidence import ESTIMATORS, Context, Estimator, labels
+from selfknow.confidence.sampling import SamplingEstimator
 from selfknow.confidence.scaling import fit_scaler, scaler_from_dict
 from selfknow.data.records import Record, read_records, write_records
 from selfknow.data.registry import load_dataset, seeded_subset
@@ -85,7 +88,9 @@ IDENTITY = (
     "seed",
     "dtype",
     "hold_out",
+    "samples",
 )  # what a run directory is bound to
+SAMPLES = 10  # the calibration-tuning reference's k, for runs with sampling estimators
 
 
 @dataclass
@@ -108,12 +113,21 @@ class RunConfig:
     # Question families ("dataset" or "dataset/task") no estimator or scaler is fitted on: their validation
     # questions choose the served estimator; their test and train questions are the out-of-family test.
     hold_out: list[str] = field(default_factory=list)
+    # Sampled answers per validation and test question (sampling estimators are zero-shot: nobody reads
+    # training samples). With samples the default estimators include the sampling ones; asking for a sampling
+    # estimator sets SAMPLES.
+    samples: int = 0
 
     def __post_init__(self) -> None:
-        self.estimators = self.estimators or list(DEFAULT_ESTIMATORS[self.format])
+        sampling = [name for name, cls in ESTIMATORS.items() if issubclass(cls, SamplingEstimator)]
+        self.estimators = self.estimators or list(DEFAULT_ESTIMATORS[self.format]) + (sampling if self.samples else [])
         unknown = [name for name in self.estimators if name not in ESTIMATORS]
         if unknown:
             raise SelfknowError(f"unknown estimator(s) {', '.join(unknown)}; known: {', '.join(sorted(ESTIMATORS))}")
+        if self.samples < 0:
+            raise SelfknowError(f"samples must be 0 or more, got {self.samples}")
+        if not self.samples and any(name in sampling for name in self.estimators):
+            self.samples = SAMPLES
 
     @classmethod
     def from_file(cls, path: str | Path) -> RunConfig:
@@ -273,7 +287,11 @@ class Run:
                     kshot=config.kshot,
                     chat=config.chat,
                     seed=config.seed,
-                    config=AnswerConfig(max_new_tokens=config.max_new_tokens),
+                    config=AnswerConfig(
+                        max_new_tokens=config.max_new_tokens,
+                        samples=config.samples if split != "train" else 0,
+                        seed=config.seed,
+                    ),
                     progress=self.progress,
                     loaded=loaded,
                     questions=self.questions(split),
@@ -369,10 +387,27 @@ class Run:
                 if name in records[0].confidences:
                     continue
                 estimator, scalers = self.load_estimator(name)
+                start = time.perf_counter()
                 raw = estimator.score(records, self.context)
                 if self.writer:
                     self._store_scores(split, name, raw, scalers)
+                    if split == "test":
+                        cost = {"test_records": len(records), "seconds": time.perf_counter() - start}
+                        write_json(self.estimator_dir(name) / "cost.json", cost)
                 self._synced()
+
+    def costs(self, records: Sequence[Record]) -> dict[str, str]:
+        """What each estimator costs per question: the model work it takes, and the time scoring the test
+        split took (sampling estimators: their samples were drawn when answering)."""
+        out = {}
+        for name in self.config.estimators:
+            work = ESTIMATORS[name](**self.config.options.get(name, {})).work_per_question(records)
+            timing = self.estimator_dir(name) / "cost.json"
+            if timing.exists():
+                cost = read_json(timing, "scoring cost")
+                work += f"; scoring {1000 * cost['seconds'] / cost['test_records']:.1f} ms"
+            out[name] = work
+        return out
 
     def abstention(self, name: str, risk: float, delta: float = 0.1) -> AbstentionThreshold:
         """The threshold below which ``name`` (an estimator or a scaled variant such as ``ct+ts``) abstains,
@@ -453,13 +488,14 @@ class Run:
             "records": len(records),
             "best": best,
             **extra,
+            "costs": self.costs(records),
             "metrics": results,
         }
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "metrics.json", summary, default=float)
         write_report(
             out, results, scores, correct, groups, title=title, plotted=_plotted(names, best),
-            sections=sections(results) if sections else (),
+            sections=sections(results) if sections else (), costs=summary["costs"],
         )  # fmt: skip
         return summary
 
@@ -489,7 +525,7 @@ class Run:
                     chat=config.chat,
                     limit=limit,
                     seed=config.seed,
-                    config=AnswerConfig(max_new_tokens=config.max_new_tokens),
+                    config=AnswerConfig(max_new_tokens=config.max_new_tokens, samples=config.samples, seed=config.seed),
                     progress=self.progress,
                     loaded=loaded,
                 )

@@ -76,11 +76,15 @@ def _coverage_columns(results: Mapping[str, Result]) -> list[str]:
     return sorted(keys, key=lambda key: float(key.split("@")[1]))
 
 
-def metric_table(results: Mapping[str, Result]) -> str:
-    """One row per estimator, one column per metric, each cell 'value [low, high]'."""
+def metric_table(results: Mapping[str, Result], costs: Mapping[str, str] | None = None) -> str:
+    """One row per estimator, one column per metric, each cell 'value [low, high]'; with ``costs`` (per
+    estimator, shared by its scaled variants "name+ts"), a last column saying what a question costs it."""
     coverages = _coverage_columns(results)
     header = ["estimator", *COLUMNS.values(), *(f"sel. acc. @{key.split('@')[1]} ↑" for key in coverages)]
     rows = [[name, *(_cell(result.get(key)) for key in [*COLUMNS, *coverages])] for name, result in results.items()]
+    if costs:
+        header.append("cost per question")
+        rows = [[*row, costs.get(name.split("+")[0], "—")] for row, name in zip(rows, results, strict=True)]
     return _markdown(header, rows)
 
 
@@ -170,6 +174,7 @@ def write_report(
     title: str = "Confidence report",
     plotted: Sequence[str] | None = None,
     sections: Sequence[str] = (),
+    costs: Mapping[str, str] | None = None,
 ) -> dict[str, Path]:
     """Write report.md and the three plots into ``out_dir`` (created if needed); returns their paths by name
     (``report``, ``reliability``, ``histogram``, ``risk_coverage``).
@@ -177,6 +182,7 @@ def write_report(
     ``results[name]`` is :func:`~selfknow.metrics.evaluate_scores` of ``scores[name]``, the estimator's
     confidences for the same records as ``correct``; ``groups`` (dataset names) adds the per-dataset breakdown.
     ``plotted`` names the estimators drawn in the plots (default: all); tables always show every estimator.
+    ``costs`` adds a column of what each estimator costs per question.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -195,7 +201,7 @@ def write_report(
         f"# {title}",
         f"{len(correct)} records; accuracy {accuracy}, the same for every estimator since they score the same "
         "answers. Cells are value [95% bootstrap interval over records]; ↓ lower is better, ↑ higher is better.",
-        metric_table(results),
+        metric_table(results, costs),
     ]
     parts += list(sections)
     if groups is not None:

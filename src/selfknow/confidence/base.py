@@ -126,6 +126,7 @@ class Estimator:
 
     name: ClassVar[str] = ""
     uses_model: ClassVar[bool] = False
+    work: ClassVar[str] = "none"  # the model work scoring one answered question takes (the reports' cost column)
 
     def __init__(self, **config: Any):
         self.config: dict[str, Any] = config
@@ -137,6 +138,10 @@ class Estimator:
 
     def score(self, records: Sequence[Record], context: Context) -> np.ndarray:
         raise NotImplementedError
+
+    def work_per_question(self, records: Sequence[Record]) -> str:
+        """:attr:`work`, with numbers read from the records where the work depends on them."""
+        return self.work
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)

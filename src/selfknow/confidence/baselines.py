@@ -62,6 +62,8 @@ def _answered(records: Sequence[Record], estimator: str) -> None:
 class Likelihood(Estimator):
     """exp(mean token log-prob) of an open-ended answer: the geometric mean of its token probabilities."""
 
+    work = "none: the answer's saved token log-probs"
+
     def score(self, records: Sequence[Record], context: Context) -> np.ndarray:
         _answered(records, self.name)
         scores = []
@@ -79,6 +81,8 @@ class Likelihood(Estimator):
 @register("choice-logits")
 class ChoiceLogits(Estimator):
     """The chosen letter's probability under a softmax over the choice letters' logits."""
+
+    work = "none: the answer's saved letter logits"
 
     def score(self, records: Sequence[Record], context: Context) -> np.ndarray:
         _answered(records, self.name)
@@ -193,6 +197,8 @@ class Verbal(Estimator):
     (a small model often answers with words, and a wall of 0.5s is then no evidence of calibration).
     """
 
+    work = "1 prompt pass + a generated reply"
+
     uses_model = True
 
     def __init__(self, max_new_tokens: int = 12, default: float = 0.5, **config: Any):
@@ -274,6 +280,8 @@ def _log_loss(p: np.ndarray, y: np.ndarray) -> float:
 class Encoder(Estimator):
     """Logistic regression on the MiniLM embedding of f"{question} {answer}"; the inverse regularization
     strength C is the one of ``cs`` with the lowest validation log-loss (the model is fitted on train)."""
+
+    work = "1 pass of a 22M sentence encoder, not of the LM"
 
     def __init__(self, cs: Sequence[float] = (0.01, 0.1, 1.0, 10.0, 100.0), **config: Any):
         super().__init__(cs=list(cs), **config)

@@ -38,6 +38,8 @@ _TUNING_FIELDS = {f.name for f in fields(TuningConfig)}
 
 
 class _Tuned(Estimator):
+    work = "1 query pass with the adapter on"
+
     uses_model = True
     head_kind: ClassVar[str] = "query"
 

@@ -40,6 +40,8 @@ class LinearProbe(Estimator):
     """Logistic regression on one layer's standardized hidden state; layer and L2 strength chosen on
     validation NLL."""
 
+    work = "1 query pass (prompt, answer, question)"
+
     uses_model = True
 
     def fit(self, train: Sequence[Record], validation: Sequence[Record], context: Context) -> Estimator:
@@ -81,6 +83,8 @@ class _MLP(nn.Module):
 class MLPProbe(Estimator):
     """A one-hidden-layer MLP on standardized hidden states; the layer is picked among the linear
     probe's three best on validation, and training stops at the epoch with the best validation NLL."""
+
+    work = "1 query pass (prompt, answer, question)"
 
     uses_model = True
 

@@ -87,6 +87,12 @@ class SamplingEstimator(Estimator):
     def confidence(self, samples: list[dict[str, Any]], clusters: Clusters) -> float:
         raise NotImplementedError
 
+    def work_per_question(self, records: Sequence[Record]) -> str:
+        drawn = [r.scores.get("samples") or [] for r in records]
+        k = np.mean([len(samples) for samples in drawn])
+        tokens = np.mean([sum(len(s.get("token_logprobs") or []) for s in samples) for samples in drawn])
+        return f"{k:g} samples, {tokens:.0f} sampled tokens (drawn when answering, from the answer's prefill)"
+
     @staticmethod
     def agreeing(clusters: Clusters) -> np.ndarray:
         """1 for each sample in the main answer's cluster (the first), else 0."""

@@ -15,6 +15,8 @@ from selfknow.data.records import Record
 class ZeroShotQuery(Estimator):
     """P(correct) = softmax over the (i) no / (ii) yes option logits of the base model, raw text query."""
 
+    work = "1 query pass (prompt, answer, question)"
+
     uses_model = True
     style = "raw"
 
