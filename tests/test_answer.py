@@ -5,11 +5,12 @@ import json
 
 import pytest
 import torch
+from transformers.generation.logits_process import TemperatureLogitsWarper, TopPLogitsWarper
 
 from selfknow.answer import AnswerConfig, answer_records
 from selfknow.data.journal import Journal
 from selfknow.data.records import LETTERS, read_records
-from selfknow.engine import IncrementalText
+from selfknow.engine import Answerer, IncrementalText
 from selfknow.models import load_model
 from selfknow.prompts import Prompter, PromptStyle, continuation_token
 from tests.conftest import make_records
@@ -172,3 +173,16 @@ def test_samples_in_half_precision(tiny_qwen_dir, dtype):
     for record in answered:
         assert len(record.scores["samples"]) == 2
         assert all(lp <= 0 for s in record.scores["samples"] for lp in s["token_logprobs"])
+
+
+@pytest.mark.parametrize("top_p", [0.5, 0.95])
+def test_the_nucleus_is_transformers_top_p_without_sorting_the_vocabulary(top_p):
+    torch.manual_seed(0)
+    peaked = torch.randn(6, 5000) * 8  # nuclei of a few tokens: found among the top candidates
+    flat = torch.randn(3, 5000) * 0.1  # nuclei of thousands of tokens: the full sort
+    logits = torch.cat([peaked, flat])
+    want = TopPLogitsWarper(top_p)(None, TemperatureLogitsWarper(0.8)(None, logits))
+    got = Answerer._warp(logits, 0.8, top_p)
+    assert torch.equal(torch.isinf(got), torch.isinf(want))
+    torch.testing.assert_close(got[~torch.isinf(got)], want[~torch.isinf(want)])
+    assert (~torch.isinf(got[:6])).sum(-1).max() < 256 < (~torch.isinf(got[6:])).sum(-1).min()

@@ -29,6 +29,7 @@ from selfknow.data.splits import rng_for
 from selfknow.models import input_device
 from selfknow.prompts import continuation_token
 
+NUCLEUS_CANDIDATES = 256  # tokens searched for the top-p nucleus before sorting the whole vocabulary
 Item = tuple[Record, str, list[int]]  # a record, its prompt text and the prompt's token ids
 Emit = Callable[[list[Record], int], None]  # answered records of a batch, and the tokens it computed
 
@@ -288,12 +289,27 @@ class Answerer:
 
     @staticmethod
     def _warp(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-        """Logits as nucleus sampling sees them: tempered, and -inf outside the top-p nucleus."""
+        """Logits as nucleus sampling sees them: tempered, and -inf outside the top-p nucleus (the smallest
+        set of most likely tokens holding ``top_p`` of the mass, as transformers' TopPLogitsWarper keeps).
+        The nucleus is looked for among the top ``NUCLEUS_CANDIDATES`` tokens first, since sorting the whole
+        vocabulary for every sample at every step costs more than the model's forward pass on a CPU; rows
+        whose nucleus is wider fall back to the full sort."""
         warped = TemperatureLogitsWarper(temperature)(None, logits.float())
-        return TopPLogitsWarper(top_p)(None, warped) if top_p < 1 else warped
+        if top_p >= 1:
+            return warped
+        top, index = warped.topk(min(NUCLEUS_CANDIDATES, warped.shape[-1]), dim=-1)
+        probs = (top - warped.logsumexp(-1, keepdim=True)).exp()
+        before = probs.cumsum(-1) - probs  # the mass of the more likely tokens
+        nucleus = torch.full_like(warped, -float("inf")).scatter(
+            -1, index, top.masked_fill(before >= top_p, -float("inf"))
+        )
+        wide = before[:, -1] + probs[:, -1] < top_p
+        if wide.any():
+            nucleus[wide] = TopPLogitsWarper(top_p)(None, warped[wide])
+        return nucleus
 
-    def _generator(self, *parts: object) -> torch.Generator:
-        return torch.Generator().manual_seed(rng_for(self.config.seed, *parts).getrandbits(63))
+    def _generator(self, *parts: object, device: torch.device | str = "cpu") -> torch.Generator:
+        return torch.Generator(device=device).manual_seed(rng_for(self.config.seed, *parts).getrandbits(63))
 
     def _choose(
         self, lanes: Sequence[tuple[Record, int]], logits: torch.Tensor, step: int
@@ -301,26 +317,40 @@ class Answerer:
         """The next token of each lane (a record's main answer, number 0, or one of its samples), its
         log-probability under the model, and the largest log-probability of the distribution it was drawn from
         (after temperature and top-p; the reference's sampling likelihood reads it). The main answer is the
-        argmax, or a nucleus sample when ``temperature`` > 0; samples use the sample settings. Draws come from
-        generators seeded by the record id, the lane and the step, so a resumed run samples what an
-        uninterrupted one would."""
+        argmax, or a nucleus sample when ``temperature`` > 0; samples use the sample settings. Every draw is
+        seeded by the record id, the lane and the step, so a resumed run samples what an uninterrupted one
+        would. Samples are drawn by the Gumbel-max trick with noise seeded per token, on the logits' device:
+        the draw changes only if rounding moves the two best perturbed logits past each other, where drawing
+        at a seeded point of the cumulative distribution would change whenever rounding in a batch of other
+        questions moves a boundary past that point, so a resumed run (other batches) draws what an
+        uninterrupted one did."""
         config = self.config
-        settings = [
-            (config.temperature, config.top_p) if lane == 0 else (config.sample_temperature, config.sample_top_p)
-            for _, lane in lanes
-        ]
         logprobs = logits.float().log_softmax(-1)
         tops, picks = logprobs.max(-1)
-        drawn = [j for j, (temperature, _) in enumerate(settings) if temperature > 0]
-        for temperature, top_p in dict.fromkeys(settings[j] for j in drawn):
-            group = [j for j in drawn if settings[j] == (temperature, top_p)]
-            warped = self._warp(logits[group], temperature, top_p)
-            tops[group] = warped.log_softmax(-1).max(-1).values
+        main = [j for j, (_, lane) in enumerate(lanes) if lane == 0]
+        if config.temperature > 0 and main:
+            warped = self._warp(logits[main], config.temperature, config.top_p)
+            tops[main] = warped.log_softmax(-1).max(-1).values
             probs = warped.softmax(-1).cpu()
-            for k, j in enumerate(group):
-                record, lane = lanes[j]
-                parts = (record.id, step) if lane == 0 else (record.id, "sample", lane, step)
-                picks[j] = int(torch.multinomial(probs[k], 1, generator=self._generator(*parts)))
+            for k, j in enumerate(main):
+                generator = self._generator(lanes[j][0].id, step)
+                picks[j] = int(torch.multinomial(probs[k], 1, generator=generator))
+        samples = [j for j, (_, lane) in enumerate(lanes) if lane > 0]
+        if samples:
+            warped = self._warp(logits[samples], config.sample_temperature, config.sample_top_p)
+            tops[samples] = warped.log_softmax(-1).max(-1).values
+            noise = torch.stack(
+                [
+                    torch.rand(
+                        warped.shape[-1],
+                        generator=self._generator(lanes[j][0].id, "sample", lanes[j][1], step, device=warped.device),
+                        device=warped.device,
+                    )
+                    for j in samples
+                ]
+            )
+            gumbel = -(-noise.clamp_min(torch.finfo(noise.dtype).tiny).log()).log()
+            picks[samples] = (warped + gumbel).argmax(-1)
         return picks, logprobs.gather(1, picks[:, None])[:, 0], tops
 
     def _decode(self, rows: Sequence[Item], logits, cache, mask, last) -> tuple[list[Record], int]:
