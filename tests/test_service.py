@@ -94,9 +94,11 @@ def test_bad_requests_get_the_right_status_and_a_clear_message(client, payload, 
     "extra, status, words",
     [
         ({"model": "gpt-4"}, 404, "not served"),
-        ({"temperature": 0.7}, 400, "greedy"),
+        ({"top_p": 0.9}, 400, "temperature above 0"),
         ({"stream": True}, 400, "streaming"),
         ({"n": 3}, 400, "n must be 1"),
+        ({"n": 9, "temperature": 1.0}, 400, "at most 4 samples"),
+        ({"logprobs": True, "top_logprobs": 2}, 422, "top_logprobs"),
         ({"logit_bias": {}}, 422, "unknown field 'logit_bias'"),
     ],
 )
@@ -105,6 +107,31 @@ def test_unsupported_generation_settings_are_refused_not_ignored(client, extra, 
     response = client.post("/v1/chat/completions", json=payload)
     assert response.status_code == status, response.text
     assert words in response.json()["error"]["message"]
+
+
+def test_logprobs_are_the_answers_tokens_in_both_shapes(client, asker):
+    direct = asker.ask("What is 2 + 2?")[0]
+    chat = client.post(
+        "/v1/chat/completions", json={"messages": [{"role": "user", "content": "What is 2 + 2?"}], "logprobs": True}
+    ).json()["choices"][0]
+    content = chat["logprobs"]["content"]
+    assert "".join(t["token"] for t in content).strip() == direct.answer
+    assert [t["logprob"] for t in content] == pytest.approx(list(direct.token_logprobs))
+    legacy = client.post("/v1/completions", json={"prompt": "What is 2 + 2?", "logprobs": 0}).json()["choices"][0]
+    assert legacy["logprobs"]["token_logprobs"] == pytest.approx(list(direct.token_logprobs))
+
+
+def test_sampled_choices_are_seeded_and_carry_no_confidence(client):
+    def sample(seed: int, question: str = "Name a colour.") -> list[tuple[str, list[float]]]:
+        payload = {"messages": [{"role": "user", "content": question}], "temperature": 1.0, "n": 3, "seed": seed}
+        body = client.post("/v1/chat/completions", json={**payload, "logprobs": True}).json()
+        assert all(c["confidence"] is None for c in body["choices"]) and "confidence" not in body
+        return [(c["message"]["content"], [t["logprob"] for t in c["logprobs"]["content"]]) for c in body["choices"]]
+
+    first = sample(7)
+    assert len(first) == 3 and len({text for text, _ in first}) > 1  # T = 1 on random weights
+    assert sample(7) == first  # the same seed draws the same answers
+    assert sample(8) != first
 
 
 def test_multi_turn_chats_are_refused_with_a_reason(client):

@@ -10,6 +10,7 @@ query's uncalibrated confidence and cannot abstain with a guarantee.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,24 @@ BARE_MODEL_ESTIMATOR = "query"  # the only estimator that needs no graded answer
 
 
 @dataclass(frozen=True)
+class Sampling:
+    """Sampled answers a caller asks for besides the greedy one: ``n`` of them, seeded."""
+
+    n: int
+    temperature: float = 1.0
+    top_p: float = 1.0
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Sampled:
+    text: str
+    tokens: tuple[str, ...]  # the text of each token, as decoded on its own
+    token_logprobs: tuple[float, ...]
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
 class Answer:
     question: str
     answer: str
@@ -43,6 +62,9 @@ class Answer:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     truncated: bool = False  # stopped by the token limit rather than by the model
+    tokens: tuple[str, ...] = ()  # the answer's tokens, and the log-probability of each
+    token_logprobs: tuple[float, ...] = ()
+    samples: tuple[Sampled, ...] = ()  # with a Sampling: the sampled answers (no confidence of their own)
 
 
 class Asker:
@@ -124,15 +146,23 @@ class Asker:
     def tokenizer(self):
         return self.context.tokenizer
 
-    def ask(self, questions: str | Sequence[str], max_new_tokens: int | None = None) -> list[Answer]:
+    def ask(
+        self, questions: str | Sequence[str], max_new_tokens: int | None = None, sampling: Sampling | None = None
+    ) -> list[Answer]:
+        """Each question's greedy answer and its confidence; with ``sampling``, also that many sampled answers.
+        A question's samples depend on its text and the seed only, not on what it was batched with."""
         questions = [questions] if isinstance(questions, str) else list(questions)
         if not questions or any(not isinstance(q, str) or not q.strip() for q in questions):
             raise SelfknowError("ask needs a non-empty question")
         limit = max_new_tokens or self.max_new_tokens
-        records = [
-            Record(id=f"ask/{i}", dataset="ask", split="test", question=q.strip(), answer=UNGRADED)
-            for i, q in enumerate(questions)
-        ]
+        unique = {q.strip(): f"ask/{hashlib.sha256(q.strip().encode()).hexdigest()[:16]}" for q in questions}
+        records = [Record(id=i, dataset="ask", split="test", question=q, answer=UNGRADED) for q, i in unique.items()]
+        config = AnswerConfig(max_new_tokens=limit, token_ids=True)
+        if sampling is not None:
+            config = AnswerConfig(
+                max_new_tokens=limit, token_ids=True, samples=sampling.n, sample_temperature=sampling.temperature,
+                sample_top_p=sampling.top_p, seed=sampling.seed,
+            )  # fmt: skip
         with self._lock:
             context = self.context
             with adapters_off(context.lm) as base:
@@ -141,18 +171,29 @@ class Asker:
                     context.tokenizer,
                     records,
                     prompter=self.prompter,
-                    config=AnswerConfig(max_new_tokens=limit),
+                    config=config,
                     progress=False,
                 )
             confidence = self.estimator.score(answered, context)
         if self.scaler is not None:
             confidence = self.scaler.apply(confidence)
         abstain = ~self.threshold.answers(confidence) if self.threshold is not None else np.zeros(len(answered), bool)
-        replies = []
+        replies = {}
         for record, p, no in zip(answered, confidence, abstain, strict=True):
             used = len(record.scores.get("token_logprobs", []))
             prompt = len(self.tokenizer(record.prompt or "", add_special_tokens=False).input_ids)
-            replies.append(
-                Answer(record.question, record.output or "", float(p), self.name, bool(no), prompt, used, used >= limit)
+            samples = tuple(
+                Sampled(
+                    s["text"], self._tokens(s["token_ids"]), tuple(s["token_logprobs"]), len(s["token_ids"]) >= limit
+                )
+                for s in record.scores.get("samples", [])
             )
-        return replies
+            replies[record.question] = Answer(
+                record.question, record.output or "", float(p), self.name, bool(no), prompt, used, used >= limit,
+                self._tokens(record.scores.get("token_ids", [])), tuple(record.scores.get("token_logprobs", [])),
+                samples,
+            )  # fmt: skip
+        return [replies[q.strip()] for q in questions]
+
+    def _tokens(self, ids: Sequence[int]) -> tuple[str, ...]:
+        return tuple(self.tokenizer.decode([i]) for i in ids)

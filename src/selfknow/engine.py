@@ -48,6 +48,7 @@ class AnswerConfig:
     samples: int = 0  # sampled answers per question besides the main one (scores["samples"])
     sample_temperature: float = 1.0  # the calibration-tuning reference's sampling baseline: T = 1, top-p 0.95
     sample_top_p: float = 0.95
+    token_ids: bool = False  # also keep the answer's (and samples') token ids, for a server that returns tokens
 
     def __post_init__(self) -> None:
         if self.samples < 0:
@@ -406,17 +407,23 @@ class Answerer:
             answers = []
             for lane in range(row * per_row, (row + 1) * per_row):
                 text, kept = answer_text(self.tokenizer, texts[lane].tokens, self.eos, self.config.stop)
-                answers.append((text, logprobs[lane][:kept], tops[lane][:kept]))
-            (text, token_logprobs, _), drawn = answers[0], answers[1:]
-            kept_main += len(token_logprobs)
-            kept_samples += sum(len(sample[1]) for sample in drawn)
-            scores = {"token_logprobs": token_logprobs, **({"cue_logprobs": cue[row]} if cue else {})}
+                answer = {
+                    "text": text,
+                    "token_logprobs": logprobs[lane][:kept],
+                    "warped_max_logprobs": tops[lane][:kept],
+                }
+                if self.config.token_ids:
+                    answer["token_ids"] = texts[lane].tokens[:kept]
+                answers.append(answer)
+            main, drawn = answers[0], answers[1:]
+            kept_main += len(main["token_logprobs"])
+            kept_samples += sum(len(sample["token_logprobs"]) for sample in drawn)
+            scores = {"token_logprobs": main["token_logprobs"], **({"cue_logprobs": cue[row]} if cue else {})}
+            if "token_ids" in main:
+                scores["token_ids"] = main["token_ids"]
             if drawn:
-                scores["samples"] = [
-                    {"text": t, "token_logprobs": lp, "warped_max_logprobs": tp} for t, lp, tp in drawn
-                ]
-                scores["sampling"] = self.config.sampling
-            done.append(answered_record(record, prompt, text, scores))
+                scores["samples"], scores["sampling"] = drawn, self.config.sampling
+            done.append(answered_record(record, prompt, main["text"], scores))
         generated = sum(len(t.tokens) for t in texts)
         self.stats.generated_tokens += kept_main
         self.stats.sampled_tokens += kept_samples

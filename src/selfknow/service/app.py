@@ -19,7 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from selfknow.ask import Answer, Asker
+from selfknow.ask import Answer, Asker, Sampled, Sampling
 from selfknow.errors import SelfknowError
 from selfknow.service.batcher import Batcher, Overloaded
 from selfknow.service.schemas import AskRequest, ChatCompletionRequest, CompletionRequest
@@ -64,7 +64,7 @@ def create_app(asker: Asker, config: ServiceConfig = ServiceConfig(), model_name
     """The FastAPI app serving ``asker``; run it with uvicorn (``selfknow serve`` does)."""
     served = model_name or asker.model_name
     batcher = Batcher(
-        lambda questions, limit: asker.ask(questions, max_new_tokens=limit),
+        lambda questions, key: asker.ask(questions, max_new_tokens=key[0], sampling=key[1]),
         max_batch=config.max_batch,
         window=config.batch_window_ms / 1000,
         max_pending=config.max_pending,
@@ -100,7 +100,7 @@ def create_app(asker: Asker, config: ServiceConfig = ServiceConfig(), model_name
         headers = {"Retry-After": "1"} if error.status == 503 else {}
         return _error(error.status, error.message, error.code, error.kind, **headers)
 
-    async def answer(questions: list[str], max_tokens: int | None) -> list[Answer]:
+    async def answer(questions: list[str], max_tokens: int | None, sampling: Sampling | None = None) -> list[Answer]:
         limit = max_tokens or asker.max_new_tokens
         if limit > config.max_tokens_cap:
             raise ServiceError(400, f"max_tokens {limit} exceeds this server's cap of {config.max_tokens_cap}", "cap")
@@ -115,7 +115,7 @@ def create_app(asker: Asker, config: ServiceConfig = ServiceConfig(), model_name
                     413, f"the prompt is {tokens} tokens; the limit is {config.max_prompt_tokens}", "too_long"
                 )
         try:
-            return await asyncio.wait_for(batcher.submit(questions, limit), config.timeout_s)
+            return await asyncio.wait_for(batcher.submit(questions, (limit, sampling)), config.timeout_s)
         except Overloaded as error:
             raise ServiceError(503, f"server busy: {error}; retry later", "overloaded", "server_error") from error
         except asyncio.TimeoutError as error:
@@ -123,21 +123,57 @@ def create_app(asker: Asker, config: ServiceConfig = ServiceConfig(), model_name
         except SelfknowError as error:
             raise ServiceError(400, str(error), "invalid_question") from error
 
-    def check_generation(request: ChatCompletionRequest | CompletionRequest) -> None:
+    def check_generation(request: ChatCompletionRequest | CompletionRequest) -> Sampling | None:
+        """The sampling a request asks for (None: the greedy answer with its confidence)."""
         if request.model is not None and request.model != served:
             raise ServiceError(
                 404, f"model '{request.model}' is not served here; this server serves '{served}'", "model_not_found"
             )
         if request.stream:
             raise ServiceError(400, "streaming is not supported: the confidence needs the whole answer", "stream")
-        if request.n != 1:
-            raise ServiceError(400, "n must be 1: answers are greedy, so every choice would be the same", "n")
-        if request.temperature not in (None, 0) or request.top_p not in (None, 1):
-            raise ServiceError(
-                400,
-                "only greedy decoding is served (temperature 0): the confidence is for the greedy answer",
-                "sampling",
-            )
+        if not request.temperature:
+            if request.n != 1:
+                raise ServiceError(400, "n must be 1 at temperature 0: every greedy choice would be the same", "n")
+            if request.top_p not in (None, 1):
+                raise ServiceError(400, "top_p applies to sampling: set a temperature above 0", "sampling")
+            return None
+        if request.n > config.max_batch:
+            raise ServiceError(400, f"n is {request.n}; at most {config.max_batch} samples a request", "n")
+        return Sampling(request.n, request.temperature, request.top_p or 1.0, request.seed or 0)
+
+    def logprob_fields(tokens: Sequence[str], logprobs: Sequence[float], chat: bool) -> dict[str, Any]:
+        """The answer's token log-probs in OpenAI's chat or legacy completions shape (of ``answer``: an
+        abstaining reply shows other text)."""
+        if chat:
+            pairs = zip(tokens, logprobs, strict=True)
+            return {
+                "content": [
+                    {"token": t, "logprob": lp, "bytes": list(t.encode()), "top_logprobs": []} for t, lp in pairs
+                ]
+            }
+        offsets = [sum(len(t) for t in tokens[:i]) for i in range(len(tokens))]
+        return {"tokens": list(tokens), "token_logprobs": list(logprobs), "top_logprobs": None, "text_offset": offsets}
+
+    def sampled_choice(index: int, sample: Sampled, chat: bool, logprobs: bool) -> dict[str, Any]:
+        """A sampled answer: no confidence (the confidence is the greedy answer's), no abstention."""
+        choice: dict[str, Any] = {"index": index, "finish_reason": "length" if sample.truncated else "stop"}
+        if chat:
+            choice["message"] = {"role": "assistant", "content": sample.text}
+        else:
+            choice["text"] = sample.text
+        choice["logprobs"] = logprob_fields(sample.tokens, sample.token_logprobs, chat) if logprobs else None
+        return {**choice, "confidence": None, "abstained": None, "answer": sample.text}
+
+    def sampled_envelope(kind: str, reply: Answer, chat: bool, logprobs: bool) -> dict[str, Any]:
+        choices = [sampled_choice(i, s, chat, logprobs) for i, s in enumerate(reply.samples)]
+        completion = sum(len(s.token_logprobs) for s in reply.samples)
+        body = envelope(kind, [], choices)
+        body["usage"] = {
+            "prompt_tokens": reply.prompt_tokens,
+            "completion_tokens": completion,
+            "total_tokens": reply.prompt_tokens + completion,
+        }
+        return body
 
     def choice_fields(reply: Answer) -> dict[str, Any]:
         return {
@@ -197,7 +233,6 @@ def create_app(asker: Asker, config: ServiceConfig = ServiceConfig(), model_name
 
     @app.post("/v1/chat/completions")
     async def chat(request: ChatCompletionRequest) -> dict[str, Any]:
-        check_generation(request)
         if len(request.messages) != 1 or request.messages[0].role != "user":
             raise ServiceError(
                 400,
@@ -205,18 +240,36 @@ def create_app(asker: Asker, config: ServiceConfig = ServiceConfig(), model_name
                 "(system prompts and earlier turns are not supported)",
                 "single_turn",
             )
-        replies = await answer([request.messages[0].content], request.max_completion_tokens or request.max_tokens)
+        sampling = check_generation(request)
+        limit = request.max_completion_tokens or request.max_tokens
+        replies = await answer([request.messages[0].content], limit, sampling)
         reply = replies[0]
+        if sampling is not None:
+            return sampled_envelope("chat.completion", reply, True, request.logprobs)
         message = {"role": "assistant", "content": shown(reply)}
-        return envelope("chat.completion", replies, [{"index": 0, "message": message, **choice_fields(reply)}])
+        choice = {"index": 0, "message": message, **choice_fields(reply)}
+        choice["logprobs"] = logprob_fields(reply.tokens, reply.token_logprobs, True) if request.logprobs else None
+        return envelope("chat.completion", replies, [choice])
 
     @app.post("/v1/completions")
     async def completions(request: CompletionRequest) -> dict[str, Any]:
-        check_generation(request)
+        sampling = check_generation(request)
         prompts = [request.prompt] if isinstance(request.prompt, str) else request.prompt
+        logprobs = request.logprobs is not None
+        if sampling is not None:
+            if len(prompts) != 1:
+                raise ServiceError(400, "sampling takes one prompt a request", "batch")
+            return sampled_envelope(
+                "text_completion", (await answer(prompts, request.max_tokens, sampling))[0], False, logprobs
+            )
         replies = await answer(prompts, request.max_tokens)
         choices = [
-            {"index": i, "text": shown(reply), "logprobs": None, **choice_fields(reply)}
+            {
+                "index": i,
+                "text": shown(reply),
+                "logprobs": logprob_fields(reply.tokens, reply.token_logprobs, False) if logprobs else None,
+                **choice_fields(reply),
+            }
             for i, reply in enumerate(replies)
         ]
         return envelope("text_completion", replies, choices)
