@@ -1,7 +1,8 @@
 """Answer questions with a causal LM, writing each batch as it finishes so a killed run resumes.
 
 Multiple choice is one forward pass per row reading only the choice letters' logits; open-ended
-questions are answered greedily up to the end of the line (:mod:`selfknow.engine`). Under
+questions are answered greedily up to the end of the line (:mod:`selfknow.engine`). A model behind an
+OpenAI-compatible endpoint answers through :mod:`selfknow.endpoint` into the same records. Under
 ``accelerate launch`` every process answers its share and the main process merges the shares in
 input order.
 """
@@ -18,6 +19,7 @@ from transformers import PreTrainedModel
 from selfknow.data.journal import Journal
 from selfknow.data.records import Record, read_records
 from selfknow.distributed import process_state
+from selfknow.endpoint import Endpoint, EndpointAnswerer, endpoint_prompt
 from selfknow.engine import AnswerConfig, Answerer, AnswerStats
 from selfknow.progress import token_progress
 from selfknow.prompts import Prompter
@@ -27,7 +29,7 @@ __all__ = ["AnswerConfig", "AnswerStats", "answer_once", "answer_records"]
 
 
 def answer_records(
-    model: PreTrainedModel,
+    model: PreTrainedModel | Endpoint,
     tokenizer,
     records: Sequence[Record],
     *,
@@ -38,18 +40,24 @@ def answer_records(
 ) -> tuple[list[Record], AnswerStats]:
     """Answer every record; with ``output``, resume from and write to that JSONL file.
 
-    Returns the answered records in input order and the token accounting of this process.
+    ``model`` is a loaded model (or a vLLM engine), or an :class:`~selfknow.endpoint.Endpoint`, which needs no
+    tokenizer. Returns the answered records in input order and the token accounting of this process.
     """
     state = process_state()
-    prompter = prompter or Prompter(tokenizer)
     journal = Journal(output, state.process_index) if output is not None else None
     done = journal.done() if journal else {}
     state.wait_for_everyone()  # every process must see the same finished set before anyone appends
     todo = [r for r in records if r.id not in done]
-    encoded = [(r, p, prompter.encode(p)) for r in todo for p in [prompter.render(r)]]
-    encoded.sort(key=lambda item: len(item[2]))
+    if isinstance(model, Endpoint):
+        encoded = [(r, endpoint_prompt(r), []) for r in todo]
+        runner = EndpointAnswerer(model, config)
+    else:
+        prompter = prompter or Prompter(tokenizer)
+        encoded = sorted(
+            ((r, p, prompter.encode(p)) for r in todo for p in [prompter.render(r)]), key=lambda i: len(i[2])
+        )
+        runner = VllmAnswerer(model, tokenizer, config) if is_vllm(model) else Answerer(model, tokenizer, config)
     mine = encoded[state.process_index :: state.num_processes]
-    runner = VllmAnswerer(model, tokenizer, config) if is_vllm(model) else Answerer(model, tokenizer, config)
     runner.stats.prompt_tokens = sum(len(ids) for _, _, ids in mine)
     answered: list[Record] = []
     start = time.perf_counter()

@@ -7,6 +7,7 @@ from pathlib import Path
 from selfknow.answer import AnswerConfig, AnswerStats, answer_records
 from selfknow.data.records import Record, read_records, write_records
 from selfknow.data.registry import get_source, load_dataset
+from selfknow.endpoint import Endpoint
 from selfknow.errors import DataError, SelfknowError
 from selfknow.grade import grade_records
 from selfknow.judge import Judge, judge_records
@@ -45,19 +46,29 @@ def answer_dataset(
     engine: str = "hf",
     tensor_parallel_size: int = 1,
     questions: list[Record] | None = None,
+    base_url: str | None = None,
 ) -> tuple[list[Record], AnswerStats]:
     """Load a dataset split, answer it with a model, and (with ``output``) journal to a JSONL file.
 
     Rerunning with the same ``output`` resumes where a killed run stopped. ``loaded`` passes an already
     loaded (model, tokenizer) for ``model`` instead of loading it again. ``engine="vllm"`` answers on vLLM
-    (where installed) across ``tensor_parallel_size`` GPUs, writing the same records. ``questions`` answers
-    those records of ``dataset`` instead of the split (a calibration run's own selection).
+    (where installed) across ``tensor_parallel_size`` GPUs, writing the same records; ``engine="openai"``
+    asks ``model`` at the OpenAI-compatible ``base_url`` (:mod:`selfknow.endpoint`; no prompt template or
+    k-shot examples of selfknow's own: the server applies its template). ``questions`` answers those
+    records of ``dataset`` instead of the split (a calibration run's own selection).
     """
     if questions is None:
         questions = load_dataset(dataset, split=split, format=format, seed=seed, columns=columns, limit=limit)
+    if engine == "openai":
+        if not base_url:
+            raise SelfknowError("the openai engine needs the endpoint's --base-url (e.g. http://127.0.0.1:8000/v1)")
+        if kshot:
+            raise SelfknowError("the openai engine sends the question alone: k-shot prompts are not supported")
+        endpoint = Endpoint(base_url, model)
+        return answer_records(endpoint, None, questions, config=config, output=output, progress=progress)
     pool = fewshot_pool(dataset, format=format, seed=seed, columns=columns) if kshot > 0 else []
     if engine not in ("hf", "vllm"):
-        raise SelfknowError(f"unknown engine '{engine}'; use 'hf' or 'vllm'")
+        raise SelfknowError(f"unknown engine '{engine}'; use 'hf', 'vllm' or 'openai'")
     if loaded is None and engine == "vllm":
         llm = load_vllm(
             model, tensor_parallel_size=tensor_parallel_size, dtype=dtype, trust_remote_code=trust_remote_code

@@ -167,8 +167,17 @@ def answer(
     trust_remote_code: Annotated[
         bool, typer.Option(help="Run code shipped with a hub model (off by default).")
     ] = False,
-    engine: Annotated[str, typer.Option(help="hf (transformers, accelerate) or vllm (where installed).")] = "hf",
+    engine: Annotated[
+        str,
+        typer.Option(
+            help="hf (transformers, accelerate), vllm (where installed) or openai (an OpenAI-compatible endpoint "
+            "at --base-url serving --model; key from $OPENAI_API_KEY)."
+        ),
+    ] = "hf",
     tensor_parallel_size: Annotated[int, typer.Option(help="GPUs one vLLM model spans (--engine vllm).")] = 1,
+    base_url: Annotated[
+        str | None, typer.Option(help="The endpoint's base URL for --engine openai, e.g. http://127.0.0.1:8000/v1.")
+    ] = None,
     samples: Annotated[
         int,
         typer.Option(
@@ -210,6 +219,7 @@ def answer(
         trust_remote_code=trust_remote_code,
         engine=engine,
         tensor_parallel_size=tensor_parallel_size,
+        base_url=base_url,
     )
     if process_state().is_main_process:
         print_stats(stats)

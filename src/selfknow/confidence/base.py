@@ -62,8 +62,11 @@ class Context:
         device: str = "auto",
         progress: bool = True,
         trust_remote_code: bool = False,
+        other_models_answers: bool = False,
     ):
         self.model_spec, self.seed, self.dtype, self.device, self.progress = model_spec, seed, dtype, device, progress
+        # Records answered by another model (an endpoint) scored with this one on purpose: cross-model confidence.
+        self.other_models_answers = other_models_answers
         self.trust_remote_code = trust_remote_code
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -138,6 +141,16 @@ class Estimator:
 
     def score(self, records: Sequence[Record], context: Context) -> np.ndarray:
         raise NotImplementedError
+
+    def check_own_answers(self, records: Sequence[Record], context: Context) -> None:
+        """An estimator that reads the model's weights scores the answers that model gave; answers from an
+        endpoint (another model, or the same one served elsewhere) need ``context.other_models_answers``."""
+        foreign = next((r for r in records if r.scores.get("engine") == "openai"), None)
+        if foreign is not None and self.uses_model and not context.other_models_answers:
+            raise SelfknowError(
+                f"'{self.name}' reads the answering model's weights, but record {foreign.id!r} was answered through "
+                "an endpoint (--engine openai); the sampling estimators need only the saved samples"
+            )
 
     def work_per_question(self, records: Sequence[Record]) -> str:
         """:attr:`work`, with numbers read from the records where the work depends on them."""

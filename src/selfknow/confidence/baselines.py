@@ -69,6 +69,8 @@ class Likelihood(Estimator):
         scores = []
         for record in records:
             logprobs = record.scores.get("token_logprobs")
+            if logprobs is None and record.scores.get("engine") == "openai":
+                raise DataError(f"record {record.id!r} was answered through an endpoint that returned no log-probs")
             if logprobs is None:
                 raise DataError(
                     f"record {record.id!r} has no token log-probs (a {record.format!r} answer); "
@@ -219,6 +221,7 @@ class Verbal(Estimator):
         return [r.output or "" for r in answered]
 
     def score(self, records: Sequence[Record], context: Context) -> np.ndarray:
+        self.check_own_answers(records, context)
         parsed = [parse_probability(reply) for reply in self.replies(records, context)]
         self.config["parse_failures"] = sum(p is None for p in parsed)
         scores = [self.config["default"] if p is None else p for p in parsed]

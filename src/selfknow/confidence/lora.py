@@ -54,6 +54,7 @@ class _Tuned(Estimator):
         return TuningConfig(**{"seed": context.seed, **chosen, "head": self.head_kind})
 
     def fit(self, train: Sequence[Record], validation: Sequence[Record], context: Context) -> Estimator:
+        self.check_own_answers([*train, *validation], context)
         tuning = self.tuning(context)
         tokenizer = context.tokenizer
         queries_train = [render_query(r, tokenizer) for r in train]
@@ -97,6 +98,7 @@ class _Tuned(Estimator):
         return CalibrationModel(peft_model, 0, tuple(self.config["options"]), self._head)
 
     def score(self, records: Sequence[Record], context: Context) -> np.ndarray:
+        self.check_own_answers(records, context)
         queries = [render_query(r, context.tokenizer) for r in records]
         logits = score_queries(self._calibration(context), context.tokenizer, queries, progress=context.progress)
         return logits.softmax(-1)[:, 1].numpy()

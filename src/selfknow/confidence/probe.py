@@ -45,6 +45,7 @@ class LinearProbe(Estimator):
     uses_model = True
 
     def fit(self, train: Sequence[Record], validation: Sequence[Record], context: Context) -> Estimator:
+        self.check_own_answers([*train, *validation], context)
         x_train, x_val = _layer_features(train, context), _layer_features(validation, context)
         y_train, y_val = labels(train), labels(validation)
         best = (np.inf, 0, 0.0)
@@ -65,6 +66,7 @@ class LinearProbe(Estimator):
         return self
 
     def score(self, records: Sequence[Record], context: Context) -> np.ndarray:
+        self.check_own_answers(records, context)
         x = _layer_features(records, context)[:, self.config["layer"]]
         z = _standardize(x, self.arrays["mean"].numpy(), self.arrays["std"].numpy()) @ self.arrays["weight"].numpy()
         return 1 / (1 + np.exp(-(z + self.arrays["bias"].numpy())))
@@ -89,6 +91,7 @@ class MLPProbe(Estimator):
     uses_model = True
 
     def fit(self, train: Sequence[Record], validation: Sequence[Record], context: Context) -> Estimator:
+        self.check_own_answers([*train, *validation], context)
         x_train, x_val = _layer_features(train, context), _layer_features(validation, context)
         y_train, y_val = labels(train), labels(validation)
         ranked = sorted(
@@ -140,6 +143,7 @@ class MLPProbe(Estimator):
         return best_state, best
 
     def score(self, records: Sequence[Record], context: Context) -> np.ndarray:
+        self.check_own_answers(records, context)
         x = _layer_features(records, context)[:, self.config["layer"]]
         x = _standardize(x, self.arrays["mean"].numpy(), self.arrays["std"].numpy())
         mlp = _MLP(x.shape[1], self.config["width"])

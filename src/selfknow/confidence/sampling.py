@@ -109,6 +109,15 @@ class _LikelihoodShare(SamplingEstimator):
     field = ""
 
     def confidence(self, samples, clusters):
+        if any(self.field not in s for s in samples):
+            raise DataError(
+                f"'{self.name}' needs each sample's {self.field.replace('_', ' ')}, which these samples lack "
+                + (
+                    "(only the local engine records the nucleus's log-probs)"
+                    if self.field == "warped_max_logprobs"
+                    else "(the endpoint returned no log-probs)"
+                )
+            )
         weights = np.array([_mean_likelihood(s[self.field]) for s in samples])
         agreeing = self.agreeing(clusters)
         return float((weights * agreeing).sum() / weights.sum()) if weights.sum() > 0 else float(agreeing.mean())
@@ -133,6 +142,8 @@ class _Entropy(SamplingEstimator):
         labels = np.array(clusters.labels[1:])
         weights = np.ones(len(samples))
         if self.weighted:
+            if any("token_logprobs" not in s for s in samples):
+                raise DataError(f"'{self.name}' needs each sample's token log-probs, which these samples lack")
             likelihoods = np.array([_mean_likelihood(s["token_logprobs"]) for s in samples])
             weights = likelihoods if likelihoods.sum() > 0 else weights
         per_cluster = np.bincount(labels, weights=weights)

@@ -21,6 +21,7 @@ class ZeroShotQuery(Estimator):
     style = "raw"
 
     def score(self, records: Sequence[Record], context: Context) -> np.ndarray:
+        self.check_own_answers(records, context)
         return base_query_features(records, context, self.style).p_correct().numpy()
 
 

@@ -1,0 +1,122 @@
+"""Answering through an OpenAI-compatible endpoint: a real `selfknow serve` process on loopback, greedy answers
+and seeded samples with their log-probs, and every sampling estimator computed from the saved file alone."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from selfknow.answer import AnswerConfig, answer_records
+from selfknow.cli import main
+from selfknow.confidence.base import ESTIMATORS, Context
+from selfknow.confidence.sampling import SamplingEstimator
+from selfknow.data.journal import Journal
+from selfknow.data.records import read_records, write_records
+from selfknow.endpoint import Endpoint, kept_logprobs
+from selfknow.errors import DataError, SelfknowError
+from tests.conftest import make_records
+
+NO_MODEL = Context(model=object(), tokenizer=object(), progress=False)  # the saved file is all they read
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tiny_llama_dir, tmp_path_factory):
+    """`selfknow serve` on a tiny Llama, as a separate process; yields its base URL."""
+    port, log_path = _free_port(), tmp_path_factory.mktemp("server") / "server.log"
+    selfknow = Path(sys.executable).with_name("selfknow")
+    with log_path.open("w") as log:
+        process = subprocess.Popen(
+            [str(selfknow), "serve", str(tiny_llama_dir), "--port", str(port), "--name", "tiny"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"},
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert process.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+CONFIG = AnswerConfig(max_new_tokens=5, samples=3, seed=2)
+
+
+def test_samples_through_the_endpoint_feed_every_sampling_estimator_from_the_file(server, tmp_path):
+    records, output = make_records(6), tmp_path / "answers.jsonl"
+    answer_records(Endpoint(server, "tiny", workers=2), None, records, config=CONFIG, output=output, progress=False)
+    saved = read_records(output)
+    assert [r.id for r in saved] == [r.id for r in records]
+    for record in saved:
+        assert record.scores["engine"] == "openai" and record.prompt == record.question
+        assert len(record.scores["token_logprobs"]) <= 5 and all(lp <= 0 for lp in record.scores["token_logprobs"])
+        assert len(record.scores["samples"]) == 3 and record.scores["sampling"]["k"] == 3
+    for name, cls in ESTIMATORS.items():
+        if not issubclass(cls, SamplingEstimator):
+            continue
+        if name == "sampling-likelihood":  # the reference's likelihood needs the nucleus, which no API returns
+            with pytest.raises(DataError, match="local engine"):
+                cls().score(saved, NO_MODEL)
+            continue
+        scores = cls().score(saved, NO_MODEL)
+        assert scores.shape == (6,) and ((scores >= 0) & (scores <= 1)).all(), name
+    with pytest.raises(SelfknowError, match="answered through an endpoint"):
+        ESTIMATORS["query"]().score(saved, NO_MODEL)
+    assert ESTIMATORS["likelihood"]().score(saved, NO_MODEL).shape == (6,)
+
+
+def test_a_resumed_endpoint_run_has_the_samples_of_an_uninterrupted_one(server, tmp_path):
+    records = make_records(5)
+    whole, _ = answer_records(Endpoint(server, "tiny"), None, records, config=CONFIG, progress=False)
+    output = tmp_path / "answers.jsonl"
+    first, _ = answer_records(Endpoint(server, "tiny"), None, records[:2], config=CONFIG, progress=False)
+    Journal(output).append(first)  # a run killed after two questions
+    resumed, stats = answer_records(
+        Endpoint(server, "tiny"), None, records, config=CONFIG, output=output, progress=False
+    )
+    assert stats.records == 3
+    assert [r.scores["samples"] for r in resumed] == [r.scores["samples"] for r in whole]
+    assert [r.output for r in resumed] == [r.output for r in whole]
+
+
+def test_the_cli_answers_through_an_endpoint_and_says_what_it_lacks(server, tmp_path, monkeypatch, capsys):
+    data, output = tmp_path / "toy.jsonl", tmp_path / "answers.jsonl"
+    write_records(data, make_records(3))
+    args = ["selfknow", "answer", f"jsonl:{data}", "-o", str(output), "--engine", "openai", "--model", "tiny"]
+    monkeypatch.setattr(sys, "argv", [*args, "--base-url", server, "--samples", "2", "--max-new-tokens", "4"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert (exit_info.value.code or 0) == 0
+    assert all(len(r.scores["samples"]) == 2 for r in read_records(output))
+    monkeypatch.setattr(sys, "argv", [*args[:4], str(tmp_path / "b.jsonl"), *args[5:]])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code != 0 and "--base-url" in capsys.readouterr().err
+
+
+def test_log_probs_are_cut_with_the_answer():
+    content = [{"token": t, "logprob": -0.1 * (i + 1)} for i, t in enumerate([" Lima", ".", "\n", "Next"])]
+    assert kept_logprobs(content, "Lima.") == pytest.approx([-0.1, -0.2])
+    assert kept_logprobs(None, "Lima.") is None
