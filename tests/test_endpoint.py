@@ -18,9 +18,10 @@ from selfknow.cli import main
 from selfknow.confidence.base import ESTIMATORS, Context
 from selfknow.confidence.sampling import SamplingEstimator
 from selfknow.data.journal import Journal
-from selfknow.data.records import read_records, write_records
+from selfknow.data.records import Record, read_records, write_records
 from selfknow.endpoint import Endpoint, kept_logprobs
 from selfknow.errors import DataError, SelfknowError
+from selfknow.pipeline import Run, RunConfig
 from tests.conftest import make_records
 
 NO_MODEL = Context(model=object(), tokenizer=object(), progress=False)  # the saved file is all they read
@@ -120,3 +121,33 @@ def test_log_probs_are_cut_with_the_answer():
     content = [{"token": t, "logprob": -0.1 * (i + 1)} for i, t in enumerate([" Lima", ".", "\n", "Next"])]
     assert kept_logprobs(content, "Lima.") == pytest.approx([-0.1, -0.2])
     assert kept_logprobs(None, "Lima.") is None
+
+
+def test_a_local_model_scores_an_endpoints_answers_in_a_run(server, tiny_qwen_dir, tmp_path):
+    """Cross-model confidence for a model behind an API: its answers, a local Qwen2's estimators beside the
+    sampling ones, in one calibration run."""
+    questions = [
+        Record(
+            id=f"q/{i}",
+            dataset=f"d{i % 2}",
+            split=("train", "validation", "test")[i % 3],
+            question=f"{i} + {i}?",
+            answer="x",
+        )
+        for i in range(36)
+    ]
+    answered, _ = answer_records(
+        Endpoint(server, "tiny"), None, questions, config=AnswerConfig(max_new_tokens=4), progress=False
+    )
+    for i, record in enumerate(questions):  # the served model's own answer is gold for half the questions
+        record.answer = (answered[i].output or "x") if i % 2 == 0 else "no such answer"
+    write_records(tmp_path / "toy.jsonl", questions)
+    settings = RunConfig(
+        model=str(tiny_qwen_dir), dataset=f"jsonl:{tmp_path / 'toy.jsonl'}", max_new_tokens=4, bootstrap=20,
+        estimators=["constant", "likelihood", "probe", "sampling-counting"], samples=2,
+        answers_from="tiny", answers_url=server,
+    )  # fmt: skip
+    summary = Run(tmp_path / "run", settings, progress=False).run()
+    assert {"probe", "sampling-counting", "likelihood"} <= set(summary["metrics"])
+    test = read_records(tmp_path / "run" / "answers" / "test.jsonl")
+    assert all(r.scores["engine"] == "openai" and len(r.scores["samples"]) == 2 for r in test)

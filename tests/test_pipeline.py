@@ -95,6 +95,21 @@ def test_sampling_estimators_join_the_run_with_samples_on_validation_and_test_an
     assert set(sampling) <= set(defaults.estimators) and "ct" in defaults.estimators
 
 
+def test_a_run_can_score_another_models_answers(tiny_llama_dir, tiny_qwen_dir, dataset, tmp_path):
+    """Cross-model confidence: Qwen2's estimators fitted on the tiny Llama's answers."""
+    estimators = ["constant", "likelihood", "query", "probe"]
+    settings = replace(config(tiny_qwen_dir, dataset), estimators=estimators, answers_from=str(tiny_llama_dir))
+    summary = Run(tmp_path / "cross", settings, progress=False).run()
+    assert {"query", "probe+platt"} <= set(summary["metrics"])
+    own = Run(tmp_path / "own", replace(config(tiny_llama_dir, dataset), estimators=["constant"]), progress=False)
+    own.run(["answer"])
+    for split in ("train", "test"):
+        cross = read_records(tmp_path / "cross" / "answers" / f"{split}.jsonl")
+        assert [r.output for r in cross] == [r.output for r in read_records(own.answers(split))]
+    with pytest.raises(SelfknowError, match="scores the answers of"):  # serving would answer with Qwen2
+        Asker(tmp_path / "cross")
+
+
 def test_ask_answers_like_the_base_model_in_a_fresh_process(tiny_llama_dir, dataset, tmp_path):
     Run(tmp_path / "run", config(tiny_llama_dir, dataset), progress=False).run()
     question = "What is 3 plus 3?"

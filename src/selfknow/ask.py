@@ -84,6 +84,11 @@ class Asker:
         progress: bool = False,
     ):
         run = Run(run_dir, progress=progress)
+        if run.config.answers_from is not None:
+            raise SelfknowError(
+                f"{run_dir} scores the answers of {run.config.answers_from}; asking answers with the run's own "
+                f"model ({run.config.model}), so it needs a run that scores that model's answers"
+            )
         metrics = run.dir / "evaluation" / "metrics.json"
         if estimator is None:
             if not metrics.exists():

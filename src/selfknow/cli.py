@@ -327,11 +327,21 @@ def tune(
             "ones (asking for a sampling estimator alone draws 10)."
         ),
     ] = None,
+    answers_from: Annotated[
+        str | None,
+        typer.Option(
+            help="Score another model's answers (cross-model confidence): its spec, or its name at --answers-url; "
+            "--model is then the model the estimators read."
+        ),
+    ] = None,
+    answers_url: Annotated[
+        str | None, typer.Option(help="OpenAI-compatible base URL serving --answers-from (answered via the API).")
+    ] = None,
 ) -> None:
     """Answer, grade, fit every estimator, score and evaluate in a run directory (resumable)."""
     settings = read_settings(config, RunConfig.__dataclass_fields__, "run") if config else {}
     flags = {"model": model, "dataset": dataset, "format": format, "seed": seed, "dtype": dtype, "device": device}
-    flags["samples"] = samples
+    flags.update(samples=samples, answers_from=answers_from, answers_url=answers_url)
     settings.update({k: v for k, v in flags.items() if v is not None})
     limits = {"train": train_limit, "validation": validation_limit, "test": test_limit}
     settings["limits"] = {**settings.get("limits", {}), **{k: v for k, v in limits.items() if v is not None}}

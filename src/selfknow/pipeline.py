@@ -89,6 +89,8 @@ IDENTITY = (
     "dtype",
     "hold_out",
     "samples",
+    "answers_from",
+    "answers_url",
 )  # what a run directory is bound to
 SAMPLES = 10  # the calibration-tuning reference's k, for runs with sampling estimators
 
@@ -117,6 +119,10 @@ class RunConfig:
     # training samples). With samples the default estimators include the sampling ones; asking for a sampling
     # estimator sets SAMPLES.
     samples: int = 0
+    # Cross-model confidence: the answers scored are another model's (a model spec, or a model's name at the
+    # OpenAI-compatible answers_url); ``model`` is then only the one the estimators read.
+    answers_from: str | None = None
+    answers_url: str | None = None
 
     def __post_init__(self) -> None:
         sampling = [name for name, cls in ESTIMATORS.items() if issubclass(cls, SamplingEstimator)]
@@ -128,6 +134,8 @@ class RunConfig:
             raise SelfknowError(f"samples must be 0 or more, got {self.samples}")
         if not self.samples and any(name in sampling for name in self.estimators):
             self.samples = SAMPLES
+        if self.answers_url and not self.answers_from:
+            raise SelfknowError("answers_url needs answers_from: the name of the model served there")
 
     @classmethod
     def from_file(cls, path: str | Path) -> RunConfig:
@@ -222,6 +230,7 @@ class Run:
             dtype=self.config.dtype,
             device=self.config.device,
             progress=self.progress,
+            other_models_answers=self.config.answers_from is not None,
         )
 
     def answers(self, split: str) -> Path:
@@ -274,28 +283,30 @@ class Run:
         return seeded_subset(chosen, config.limits.get(split), config.seed)
 
     def answer(self) -> None:
-        config = self.config
         for split in SPLITS:
-            if self.answers(split).exists():
-                continue
-            with self._base_model() as loaded:
-                answer_dataset(
-                    config.dataset,
-                    output=self.answers(split),
-                    model=config.model,
-                    format=config.format,
-                    kshot=config.kshot,
-                    chat=config.chat,
-                    seed=config.seed,
-                    config=AnswerConfig(
-                        max_new_tokens=config.max_new_tokens,
-                        samples=config.samples if split != "train" else 0,
-                        seed=config.seed,
-                    ),
-                    progress=self.progress,
-                    loaded=loaded,
-                    questions=self.questions(split),
-                )
+            if not self.answers(split).exists():
+                samples = self.config.samples if split != "train" else 0
+                self._answer(self.config.dataset, self.answers(split), samples, questions=self.questions(split))
+
+    def _answer(self, dataset: str, output: Path, samples: int, **options: Any) -> None:
+        """Answers by the run's base model, or by the model whose answers the run scores (``answers_from``,
+        local or at ``answers_url``), loaded for this and let go after."""
+        config = self.config
+        settings = dict(
+            output=output, format=config.format, kshot=config.kshot, chat=config.chat, seed=config.seed,
+            config=AnswerConfig(max_new_tokens=config.max_new_tokens, samples=samples, seed=config.seed),
+            progress=self.progress,
+        )  # fmt: skip
+        settings.update(options)
+        if config.answers_from is not None:
+            engine = "openai" if config.answers_url else "hf"
+            answer_dataset(
+                dataset, model=config.answers_from, engine=engine, base_url=config.answers_url,
+                dtype=config.dtype, device=config.device, **settings,
+            )  # fmt: skip
+            return
+        with self._base_model() as loaded:
+            answer_dataset(dataset, model=config.model, loaded=loaded, **settings)
 
     def grade(self) -> None:
         for split in SPLITS:
@@ -514,21 +525,10 @@ class Run:
         config, out = self.config, self.dir / "transfer" / name
         answers, scored = out / "answers.jsonl", out / "scores.jsonl"
         if not answers.exists():
-            with self._base_model() as loaded:
-                answer_dataset(
-                    dataset,
-                    output=answers,
-                    model=config.model,
-                    split=split,
-                    format=format or config.format,
-                    kshot=config.kshot if kshot is None else kshot,
-                    chat=config.chat,
-                    limit=limit,
-                    seed=config.seed,
-                    config=AnswerConfig(max_new_tokens=config.max_new_tokens, samples=config.samples, seed=config.seed),
-                    progress=self.progress,
-                    loaded=loaded,
-                )
+            self._answer(
+                dataset, answers, config.samples, split=split, format=format or config.format,
+                kshot=config.kshot if kshot is None else kshot, limit=limit,
+            )  # fmt: skip
         if self.writer and any(r.correct is None for r in read_records(answers)):
             grade_file(answers, progress=self.progress)
         self._synced()
