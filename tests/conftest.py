@@ -4,8 +4,16 @@
 from __future__ import annotations
 
 import importlib.util
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from transformers import (
@@ -132,3 +140,39 @@ def make_records(n: int = 12, format: str = "oe", dataset: str = "toy") -> list[
                 )
             )
     return records
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def serving(model_dir: Path, log_path: Path, name: str = "tiny") -> Iterator[str]:
+    """A real `selfknow serve` process on a loopback port, serving ``model_dir`` as ``name``; yields its
+    OpenAI base URL once /health answers, and stops the process after."""
+    port = free_port()
+    selfknow = Path(sys.executable).with_name("selfknow")
+    with log_path.open("w") as log:
+        server = subprocess.Popen(
+            [str(selfknow), "serve", str(model_dir), "--port", str(port), "--name", name],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
+        )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None, log_path.read_text()
+            assert time.monotonic() < deadline, "the server did not start"
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

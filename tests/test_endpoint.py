@@ -3,14 +3,8 @@ and seeded samples with their log-probs, and every sampling estimator computed f
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
 import sys
-import time
-from pathlib import Path
 
-import httpx
 import pytest
 
 from selfknow.answer import AnswerConfig, answer_records
@@ -22,44 +16,16 @@ from selfknow.data.records import Record, read_records, write_records
 from selfknow.endpoint import Endpoint, kept_logprobs
 from selfknow.errors import DataError, SelfknowError
 from selfknow.pipeline import Run, RunConfig
-from tests.conftest import make_records
+from tests.conftest import make_records, serving
 
 NO_MODEL = Context(model=object(), tokenizer=object(), progress=False)  # the saved file is all they read
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
 def server(tiny_llama_dir, tmp_path_factory):
     """`selfknow serve` on a tiny Llama, as a separate process; yields its base URL."""
-    port, log_path = _free_port(), tmp_path_factory.mktemp("server") / "server.log"
-    selfknow = Path(sys.executable).with_name("selfknow")
-    with log_path.open("w") as log:
-        process = subprocess.Popen(
-            [str(selfknow), "serve", str(tiny_llama_dir), "--port", str(port), "--name", "tiny"],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"},
-        )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert process.poll() is None, log_path.read_text()
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.5)
-        yield f"http://127.0.0.1:{port}/v1"
-    finally:
-        process.terminate()
-        process.wait(timeout=30)
+    with serving(tiny_llama_dir, tmp_path_factory.mktemp("server") / "server.log") as url:
+        yield url
 
 
 CONFIG = AnswerConfig(max_new_tokens=5, samples=3, seed=2)

@@ -2,12 +2,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
-import socket
-import subprocess
-import sys
-import time
-from pathlib import Path
 
 import httpx
 import pytest
@@ -17,6 +11,7 @@ from selfknow.abstention import AbstentionThreshold
 from selfknow.ask import Asker
 from selfknow.service import ServiceConfig, create_app
 from selfknow.service.app import ABSTAIN_TEXT
+from tests.conftest import serving
 
 LIMITS = ServiceConfig(max_batch=4, batch_window_ms=5, max_pending=8, max_body_bytes=4096, max_prompt_tokens=64)
 
@@ -179,35 +174,10 @@ def test_under_load_the_queue_refuses_with_503_and_serves_every_accepted_request
     assert app.state.batcher.pending == 0
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_a_real_server_answers_the_openai_client(tiny_llama_dir, tmp_path):
     openai = pytest.importorskip("openai")
-    port = _free_port()
-    selfknow = Path(sys.executable).with_name("selfknow")
-    log = (tmp_path / "server.log").open("w")
-    server = subprocess.Popen(
-        [str(selfknow), "serve", str(tiny_llama_dir), "--port", str(port), "--name", "tiny"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env={**os.environ, "TOKENIZERS_PARALLELISM": "false"},
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None, (tmp_path / "server.log").read_text()
-            assert time.monotonic() < deadline, "the server did not start"
-            time.sleep(0.5)
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="unused")
+    with serving(tiny_llama_dir, tmp_path / "server.log") as url:
+        client = openai.OpenAI(base_url=url, api_key="unused")
         response = client.chat.completions.create(
             model="tiny", messages=[{"role": "user", "content": "What is the capital of Peru?"}], max_tokens=8
         )
@@ -215,6 +185,3 @@ def test_a_real_server_answers_the_openai_client(tiny_llama_dir, tmp_path):
         assert 0 <= response.model_extra["confidence"] <= 1
         with pytest.raises(openai.NotFoundError, match="not served"):
             client.chat.completions.create(model="gpt-4", messages=[{"role": "user", "content": "Hi?"}])
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
