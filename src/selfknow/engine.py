@@ -262,10 +262,9 @@ class Answerer:
         estimators read a multiple-choice record as they read an open-ended one (one step per sample)."""
         warped = self._warp(letter_logits[None], self.config.sample_temperature, self.config.sample_top_p)[0]
         raw, kept = letter_logits.log_softmax(-1), warped.log_softmax(-1)
-        samples = []
+        top, samples = float(kept.max()), []
         for j in range(1, self.config.samples + 1):
             pick = int(torch.multinomial(kept.exp(), 1, generator=self._generator(record.id, "sample", j, 0)))
-            top = float(kept.max())
             samples.append({"text": LETTERS[pick], "token_logprobs": [float(raw[pick])], "warped_max_logprobs": [top]})
         return {"samples": samples, "sampling": self.config.sampling}
 
