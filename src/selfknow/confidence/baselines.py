@@ -47,9 +47,15 @@ __all__ = [
     "Likelihood",
     "Verbal",
     "embed_texts",
+    "mean_likelihood",
     "parse_probability",
     "verbal_prompt",
 ]
+
+
+def mean_likelihood(logprobs: Sequence[float]) -> float:
+    """exp(mean token log-prob), the geometric mean of the tokens' probabilities; 0.0 for no tokens."""
+    return float(np.exp(np.mean(logprobs))) if logprobs else 0.0
 
 
 def _answered(records: Sequence[Record], estimator: str) -> None:
@@ -76,7 +82,7 @@ class Likelihood(Estimator):
                     f"record {record.id!r} has no token log-probs (a {record.format!r} answer); "
                     "use 'choice-logits' for multiple choice"
                 )
-            scores.append(float(np.exp(np.mean(logprobs))) if logprobs else 0.0)
+            scores.append(mean_likelihood(logprobs))
         return check_probabilities(np.array(scores), self.name)
 
 

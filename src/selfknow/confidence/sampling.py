@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from selfknow.confidence.base import Context, Estimator, check_probabilities, register
+from selfknow.confidence.baselines import mean_likelihood
 from selfknow.data.records import Record
 from selfknow.equivalence import Clusters, cluster
 from selfknow.errors import DataError
@@ -58,10 +59,6 @@ def samples_of(record: Record, estimator: str) -> list[dict[str, Any]]:
             "(answer with `selfknow answer --samples K`)"
         )
     return samples
-
-
-def _mean_likelihood(logprobs: Sequence[float]) -> float:
-    return float(np.exp(np.mean(logprobs))) if logprobs else 0.0
 
 
 def entropy_confidence(weights: np.ndarray, k: int) -> float:
@@ -118,7 +115,7 @@ class _LikelihoodShare(SamplingEstimator):
                     else "(the endpoint returned no log-probs)"
                 )
             )
-        weights = np.array([_mean_likelihood(s[self.field]) for s in samples])
+        weights = np.array([mean_likelihood(s[self.field]) for s in samples])
         agreeing = self.agreeing(clusters)
         return float((weights * agreeing).sum() / weights.sum()) if weights.sum() > 0 else float(agreeing.mean())
 
@@ -144,7 +141,7 @@ class _Entropy(SamplingEstimator):
         if self.weighted:
             if any("token_logprobs" not in s for s in samples):
                 raise DataError(f"'{self.name}' needs each sample's token log-probs, which these samples lack")
-            likelihoods = np.array([_mean_likelihood(s["token_logprobs"]) for s in samples])
+            likelihoods = np.array([mean_likelihood(s["token_logprobs"]) for s in samples])
             weights = likelihoods if likelihoods.sum() > 0 else weights
         per_cluster = np.bincount(labels, weights=weights)
         return entropy_confidence(per_cluster, len(samples))
