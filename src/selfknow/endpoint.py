@@ -105,7 +105,7 @@ class EndpointAnswerer:
         return answered_record(record, prompt, answer, scores), tokens
 
     def _ask(self, client: httpx.Client, record: Record, prompt: str, settings: dict[str, Any]) -> list[dict]:
-        """The reply's choices as text and log-prob content (None where the server gave none); three tries."""
+        """The reply's choices as text and log-prob content (None where the server gave none)."""
         body = {
             "model": self.endpoint.model,
             "messages": [{"role": "user", "content": prompt}],
@@ -114,17 +114,26 @@ class EndpointAnswerer:
             **settings,
         }
         url = f"{self.endpoint.url.rstrip('/')}/chat/completions"
-        for attempt in range(3):
-            try:
-                response = client.post(url, json=body)
-                response.raise_for_status()
-                choices = response.json()["choices"]
-                return [
-                    {"text": c["message"]["content"] or "", "content": (c.get("logprobs") or {}).get("content")}
-                    for c in choices
-                ]
-            except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as err:
-                if attempt == 2:
-                    detail = err.response.text[:200] if isinstance(err, httpx.HTTPStatusError) else str(err)
-                    raise SelfknowError(f"endpoint {url} failed for record {record.id!r}: {detail}") from None
-        raise AssertionError("unreachable")
+        reply = post_chat(client, url, body, f"endpoint {url} failed for record {record.id!r}")
+        return [
+            {"text": c["message"]["content"] or "", "content": (c.get("logprobs") or {}).get("content")}
+            for c in reply["choices"]
+        ]
+
+
+def post_chat(
+    client: httpx.Client, url: str, body: dict[str, Any], failure: str, error: type[SelfknowError] = SelfknowError
+) -> dict[str, Any]:
+    """A chat completion's JSON with choices, tried three times; then ``error`` saying ``failure`` and why."""
+    for attempt in range(3):
+        try:
+            response = client.post(url, json=body)
+            response.raise_for_status()
+            reply = response.json()
+            reply["choices"][0]["message"]
+            return reply
+        except (httpx.HTTPError, KeyError, IndexError, TypeError, ValueError) as err:
+            if attempt == 2:
+                detail = err.response.text[:200] if isinstance(err, httpx.HTTPStatusError) else str(err)
+                raise error(f"{failure}: {detail}") from None
+    raise AssertionError("unreachable")

@@ -17,6 +17,7 @@ import httpx
 
 from selfknow.data.journal import Journal
 from selfknow.data.records import Record
+from selfknow.endpoint import post_chat
 from selfknow.errors import GradingError
 from selfknow.progress import token_progress
 from selfknow.prompts import question_body
@@ -58,15 +59,9 @@ def _verdict(record: Record, reply: str, judge: Judge) -> Record:
 
 def _ask_endpoint(client: httpx.Client, judge: Judge, record: Record) -> str:
     body = {"model": judge.model, "messages": judge_messages(record), "temperature": 0, "max_tokens": 5}
-    for attempt in range(3):
-        try:
-            response = client.post(f"{judge.url.rstrip('/')}/chat/completions", json=body)
-            response.raise_for_status()
-            return response.json()["choices"][0]["message"]["content"] or ""
-        except (httpx.HTTPError, KeyError, IndexError, ValueError) as err:
-            if attempt == 2:
-                raise GradingError(f"judge endpoint {judge.url} failed for record {record.id!r}: {err}") from None
-    raise AssertionError("unreachable")
+    url = f"{judge.url.rstrip('/')}/chat/completions"
+    reply = post_chat(client, url, body, f"judge endpoint {judge.url} failed for record {record.id!r}", GradingError)
+    return reply["choices"][0]["message"]["content"] or ""
 
 
 def _judge_remote(todo: Sequence[Record], judge: Judge, emit) -> None:
