@@ -56,7 +56,7 @@ class Sampled:
 class Answer:
     question: str
     answer: str
-    confidence: float  # P(the answer is correct)
+    confidence: float  # P(the answer is correct); NaN when the question was asked for samples
     estimator: str
     abstained: bool = False  # confidence below the abstention threshold
     prompt_tokens: int = 0
@@ -179,10 +179,13 @@ class Asker:
                     config=config,
                     progress=False,
                 )
-            confidence = self.estimator.score(answered, context)
-        if self.scaler is not None:
+            # sampled answers carry no confidence, so a sampling request skips the estimator's pass (NaN)
+            confidence = self.estimator.score(answered, context) if sampling is None else np.full(len(answered), np.nan)
+        if self.scaler is not None and sampling is None:
             confidence = self.scaler.apply(confidence)
-        abstain = ~self.threshold.answers(confidence) if self.threshold is not None else np.zeros(len(answered), bool)
+        abstain = np.zeros(len(answered), bool)
+        if self.threshold is not None and sampling is None:
+            abstain = ~self.threshold.answers(confidence)
         replies = {}
         for record, p, no in zip(answered, confidence, abstain, strict=True):
             used = len(record.scores.get("token_logprobs", []))
