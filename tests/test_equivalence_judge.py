@@ -1,0 +1,126 @@
+"""The judge equivalence rule: the reference's two-answers prompt, asked in batches across records, never the
+same pair twice, with verdicts kept so scoring again asks nothing; through an endpoint and a local model."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from selfknow.confidence.base import ESTIMATORS, Context
+from selfknow.equivalence import cluster_all, kept_verdicts
+from selfknow.errors import SelfknowError
+from selfknow.models import load_model
+from tests.test_sampling import PARIS, record
+
+CITIES = ("paris", "lyon", "marseille")
+
+
+def city(answer: str) -> str | None:
+    return next((c for c in CITIES if c in answer.lower()), None)
+
+
+def scripted(asked: list[list[tuple[str, str, str]]]):
+    """A judge that calls two answers equivalent when they name the same city, noting every batch."""
+
+    def judge(pairs):
+        asked.append([(r.id, a, b) for r, a, b in pairs])
+        return [city(a) is not None and city(a) == city(b) for _, a, b in pairs]
+
+    return judge
+
+
+def answers(r):
+    return [r.output, *(s["text"] for s in r.scores["samples"])]
+
+
+def test_the_judge_clusters_in_batches_and_never_asks_a_pair_twice():
+    other = record("Lyon", [("Lyon", [-0.1], [-0.1]), ("The city of Lyon", [-0.2], [-0.2])], id="q2")
+    asked: list[list[tuple[str, str, str]]] = []
+    clusters = cluster_all([(PARIS, answers(PARIS)), (other, answers(other))], "judge", scripted(asked))
+    assert [c.rule for c in clusters] == ["judge", "judge"]
+    assert clusters[0].labels == (0, 0, 0, 1, 1, 2) and clusters[1].labels == (0, 0, 0)
+    pairs = [pair for batch in asked for pair in batch]
+    assert len(pairs) == len(set(pairs))
+    # Texts that normalize alike ("Paris"/"Paris", "Lyon"/"lyon") are never asked about.
+    assert ("q", "Paris", "Paris") not in pairs and ("q", "Lyon", "lyon") not in pairs
+    # One batch per step, the two records' first steps in one batch; the last answer asks both clusters.
+    assert asked[0] == [("q", "Paris", "It is Paris."), ("q2", "Lyon", "The city of Lyon")]
+    assert asked[-1] == [("q", "Paris", "Marseille"), ("q", "Lyon", "Marseille")]
+    assert len(asked) == 4
+
+
+def test_kept_verdicts_are_not_asked_again_and_survive_a_line_cut_short(tmp_path):
+    path = tmp_path / "verdicts.jsonl"
+    asked: list = []
+    cluster_all([(PARIS, answers(PARIS))], "judge", kept_verdicts(scripted(asked), path))
+    first = sum(len(batch) for batch in asked)
+    asked.clear()
+    again = cluster_all([(PARIS, answers(PARIS))], "judge", kept_verdicts(scripted(asked), path))
+    assert asked == [] and again[0].labels == (0, 0, 0, 1, 1, 2)
+    lines = path.read_text().splitlines()
+    assert len(lines) == first
+    path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:10])  # a kill mid-write
+    cluster_all([(PARIS, answers(PARIS))], "judge", kept_verdicts(scripted(asked), path))
+    assert sum(len(batch) for batch in asked) == 1  # only the cut verdict is asked again
+    assert all(json.loads(line) for line in path.read_text().splitlines()[-1:])
+
+
+class _TwoAnswers(BaseHTTPRequestHandler):
+    requests: list[str] = []
+
+    def do_POST(self):  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        prompt = body["messages"][-1]["content"]
+        type(self).requests.append(prompt)
+        a, b = re.findall(r"Student [AB] submitted the answer: (.*)", prompt)
+        verdict = "Yes" if city(a) and city(a) == city(b) else "No"
+        reply = json.dumps({"choices": [{"message": {"content": verdict}}]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_semantic_entropy_with_an_endpoint_judge_equals_the_hand_computed_value(tmp_path):
+    server = HTTPServer(("127.0.0.1", 0), _TwoAnswers)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    context = Context(model=object(), tokenizer=object(), cache_dir=tmp_path / "cache", progress=False)
+    options = {"equivalence": "judge", "judge": "gpt-x", "judge_url": f"http://127.0.0.1:{server.server_port}/v1"}
+    try:
+        confidence = ESTIMATORS["semantic-entropy"](**options).score([PARIS], context)[0]
+        asked = len(_TwoAnswers.requests)
+        again = ESTIMATORS["sampling-counting"](**options).score([PARIS], context)[0]
+    finally:
+        server.shutdown()
+    # Samples' clusters {Paris, It is Paris.} {Lyon, lyon} {Marseille}: shares 2/5, 2/5, 1/5.
+    entropy = -(2 * 0.4 * math.log(0.4) + 0.2 * math.log(0.2))
+    assert confidence == pytest.approx(1 - entropy / math.log(5))
+    assert again == pytest.approx(2 / 5)
+    assert asked == 5 and len(_TwoAnswers.requests) == 5  # the second estimator read the kept verdicts
+    assert "Did the two students provide equivalent answers?" in _TwoAnswers.requests[0]
+    assert list((tmp_path / "cache" / "equivalence").glob("judge-*.jsonl"))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_the_runs_own_model_can_judge_locally(tiny_qwen_dir, dtype):
+    model, tokenizer = load_model(str(tiny_qwen_dir), dtype=dtype)
+    context = Context(str(tiny_qwen_dir), model=model, tokenizer=tokenizer, progress=False)
+    scores = ESTIMATORS["semantic-entropy-weighted"](equivalence="judge").score([PARIS], context)
+    assert 0.0 <= scores[0] <= 1.0  # a random model's verdicts: a probability, from one loaded model
+
+
+def test_judge_settings_belong_to_the_judge_rule():
+    with pytest.raises(SelfknowError, match="settings of equivalence=judge"):
+        ESTIMATORS["semantic-entropy"](judge="gpt-x")
+    with pytest.raises(SelfknowError, match="judge_url needs judge"):
+        ESTIMATORS["semantic-entropy"](equivalence="judge", judge_url="http://localhost:1/v1")
+    with pytest.raises(SelfknowError, match="use one of judge, match"):
+        ESTIMATORS["semantic-entropy"](equivalence="nli")
