@@ -10,9 +10,9 @@ Every clustering records the rule that made it. Rules:
   the rule the reference's sampling baselines use. Answers that normalize to the same text are one answer
   without asking. Verdicts are asked in batches (all the pairs one step of the clustering needs, across
   records) and can be kept in a file, so scoring again asks nothing.
-
-No NLI rule: no package on PyPI was found to ship an NLI model's weights (see the README), and selfknow makes
-no hub download the user did not ask for.
+- ``nli``: bidirectional entailment under an NLI model the user names (:mod:`selfknow.nli`; Kuhn et al.'s
+  semantic-entropy clustering), asked in the same batches and kept the same way. No NLI model ships on
+  PyPI, so none is a default.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from selfknow.grade import MATCHERS, auto_strategy, normalize, parse_letter
 Same = Callable[[Record, str, str], bool]  # whether two answers to the record's question are equivalent
 Pair = tuple[Record, str, str]
 PairJudge = Callable[[Sequence[Pair]], list[bool]]  # verdicts for a batch of pairs (the judge rule)
-JUDGE = "judge"
+ASKED = ("judge", "nli")  # rules that ask a model, through a PairJudge
 
 
 def _graded(record: Record, gold: str, output: str) -> bool:
@@ -52,8 +52,8 @@ RULES: dict[str, Same] = {"match": same_by_match}
 
 
 def check_rule(name: str) -> str:
-    if name not in RULES and name != JUDGE:
-        raise SelfknowError(f"unknown equivalence rule {name!r}; use one of {', '.join(sorted([*RULES, JUDGE]))}")
+    if name not in RULES and name not in ASKED:
+        raise SelfknowError(f"unknown equivalence rule {name!r}; use one of {', '.join(sorted([*RULES, *ASKED]))}")
     return name
 
 
@@ -94,20 +94,20 @@ def _greedy(record: Record, answers: Sequence[str], same: Callable[[Record, str,
 def cluster(record: Record, answers: Sequence[str], rule_name: str = "match") -> Clusters:
     """The answers' clusters under a rule that needs no model. With the main answer first, a sample joins its
     cluster exactly when it is equivalent to the main answer (the reference's sampling baselines compare so)."""
-    if check_rule(rule_name) == JUDGE:
-        raise SelfknowError("the judge rule asks a model; cluster with cluster_all and a judge")
+    if check_rule(rule_name) in ASKED:
+        raise SelfknowError(f"the {rule_name} rule asks a model; cluster with cluster_all and a judge")
     return Clusters(rule_name, _greedy(record, answers, RULES[rule_name]))
 
 
 def cluster_all(
     items: Sequence[tuple[Record, Sequence[str]]], rule_name: str = "match", judge: PairJudge | None = None
 ) -> list[Clusters]:
-    """Cluster each record's answers; the judge rule asks ``judge`` for every verdict the clustering needs,
-    one batch per step (at most one step per answer), never the same pair twice."""
-    if check_rule(rule_name) != JUDGE:
+    """Cluster each record's answers; a rule that asks a model asks ``judge`` for every verdict the clustering
+    needs, one batch per step (at most one step per answer), never the same pair twice."""
+    if check_rule(rule_name) not in ASKED:
         return [cluster(record, answers, rule_name) for record, answers in items]
     if judge is None:
-        raise SelfknowError("the judge equivalence rule needs a judge: a local model or an endpoint")
+        raise SelfknowError(f"the {rule_name} equivalence rule needs a model to ask")
     verdicts: dict[tuple[str, str, str], bool] = {}
 
     def same(record: Record, a: str, b: str) -> bool | None:
@@ -122,7 +122,7 @@ def cluster_all(
             for a, b in result
         }
         if not needed:
-            return [Clusters(JUDGE, result) for result in results]
+            return [Clusters(rule_name, result) for result in results]
         pairs = list(needed.values())
         for (record, a, b), verdict in zip(pairs, judge(pairs), strict=True):
             verdicts[(record.id, a, b)] = bool(verdict)

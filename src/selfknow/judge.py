@@ -146,9 +146,7 @@ def judge_records(
     with token_progress(len(todo), "judging", progress and judge.url is not None) as bar:
 
         def emit(replies: list[tuple[int, str]]) -> None:
-            batch = [
-                dataclasses.replace(todo[i], correct=says_yes(reply), grader=judge.name) for i, reply in replies
-            ]
+            batch = [dataclasses.replace(todo[i], correct=says_yes(reply), grader=judge.name) for i, reply in replies]
             if journal:
                 journal.append(batch)
             graded.update((r.id, r) for r in batch)

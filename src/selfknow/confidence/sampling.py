@@ -6,7 +6,8 @@ The samples of a record are clustered with the main answer first (:func:`selfkno
 rule ``equivalence``, default ``match``); a sample is in the main answer's cluster exactly when it is
 equivalent to the main answer. With ``equivalence=judge`` an LLM decides (the reference's two-answers
 prompt): the model ``judge`` (a model spec; default the run's own model) or the model of that name at
-``judge_url`` (an OpenAI-compatible endpoint); its verdicts are kept in the run's cache.
+``judge_url`` (an OpenAI-compatible endpoint). With ``equivalence=nli`` the NLI model ``nli_model`` decides
+by bidirectional entailment (:mod:`selfknow.nli`). Verdicts of either are kept in the run's cache.
 
 - ``sampling-counting``: the share of the k samples equivalent to the main answer: the reference's
   "Sampling (counting)", which is self-consistency with the main answer.
@@ -38,9 +39,10 @@ import numpy as np
 from selfknow.confidence.base import Context, Estimator, check_probabilities, register
 from selfknow.confidence.baselines import mean_likelihood
 from selfknow.data.records import Record
-from selfknow.equivalence import JUDGE, Clusters, Pair, check_rule, cluster_all, kept_verdicts
+from selfknow.equivalence import Clusters, Pair, PairJudge, check_rule, cluster_all, kept_verdicts
 from selfknow.errors import DataError, SelfknowError
 from selfknow.judge import Judge, ask_judge, equivalence_messages, says_yes
+from selfknow.nli import NLIJudge
 
 __all__ = [
     "SamplingCounting",
@@ -74,39 +76,57 @@ def entropy_confidence(weights: np.ndarray, k: int) -> float:
 class SamplingEstimator(Estimator):
     """Zero-shot estimators over a record's clusters; subclasses turn one record's clusters into a confidence."""
 
-    def __init__(self, equivalence: str = "match", judge: str | None = None, judge_url: str | None = None):
+    def __init__(
+        self,
+        equivalence: str = "match",
+        judge: str | None = None,
+        judge_url: str | None = None,
+        nli_model: str | None = None,
+    ):
         check_rule(equivalence)
-        if (judge or judge_url) and equivalence != JUDGE:
+        if (judge or judge_url) and equivalence != "judge":
             raise SelfknowError(f"'{self.name}': judge and judge_url are settings of equivalence=judge")
         if judge_url and not judge:
             raise SelfknowError(f"'{self.name}': judge_url needs judge, the name of the model served there")
-        settings = {"judge": judge, "judge_url": judge_url}
+        if bool(nli_model) != (equivalence == "nli"):
+            raise SelfknowError(
+                f"'{self.name}': equivalence=nli goes with nli_model, an NLI classifier's folder or hub id (e.g. "
+                "microsoft/deberta-large-mnli; none ships on PyPI)"
+            )
+        settings = {"judge": judge, "judge_url": judge_url, "nli_model": nli_model}
         super().__init__(equivalence=equivalence, **{key: value for key, value in settings.items() if value})
 
     def score(self, records: Sequence[Record], context: Context) -> np.ndarray:
         drawn = [samples_of(record, self.name) for record in records]
         items = [(r, [r.output, *(s["text"] for s in samples)]) for r, samples in zip(records, drawn, strict=True)]
-        judge = self._judge(context) if self.config["equivalence"] == JUDGE else None
-        clusters = cluster_all(items, self.config["equivalence"], judge)
+        clusters = cluster_all(items, self.config["equivalence"], self._asked(context))
         scores = [self.confidence(samples, c) for samples, c in zip(drawn, clusters, strict=True)]
         return check_probabilities(np.array(scores), self.name)
 
-    def _judge(self, context: Context):
-        """The two-answers judge: the named model (local or at judge_url) or else the context's own model,
-        with its verdicts kept in the context's cache folder when there is one."""
-        judge = Judge(self.config.get("judge") or context.model_spec, url=self.config.get("judge_url"))
-        loaded = None if judge.url or self.config.get("judge") else context.model_and_tokenizer
+    def _asked(self, context: Context) -> PairJudge | None:
+        """The model a rule asks: the NLI model, or the two-answers judge (the named model, local or at
+        judge_url, or else the context's own), its verdicts kept in the context's cache folder if it has one."""
+        rule = self.config["equivalence"]
+        if rule == "nli":
+            ask: PairJudge = NLIJudge(self.config["nli_model"], dtype=context.dtype, device=context.device)
+            source = f"nli:{self.config['nli_model']}"
+        elif rule == "judge":
+            judge = Judge(self.config.get("judge") or context.model_spec, url=self.config.get("judge_url"))
+            loaded = None if judge.url or self.config.get("judge") else context.model_and_tokenizer
 
-        def ask(pairs: Sequence[Pair]) -> list[bool]:
-            replies: dict[int, str] = {}
-            queries = [(record, equivalence_messages(record, a, b)) for record, a, b in pairs]
-            ask_judge(queries, judge, lambda done: replies.update(done), loaded=loaded, progress=context.progress)
-            return [says_yes(replies[i]) for i in range(len(pairs))]
+            def ask(pairs: Sequence[Pair]) -> list[bool]:
+                replies: dict[int, str] = {}
+                queries = [(record, equivalence_messages(record, a, b)) for record, a, b in pairs]
+                ask_judge(queries, judge, replies.update, loaded=loaded, progress=context.progress)
+                return [says_yes(replies[i]) for i in range(len(pairs))]
 
+            source = f"{judge.name}|{judge.url}"
+        else:
+            return None
         if context.cache_dir is None:
             return ask
-        key = hashlib.sha256(f"{judge.name}|{judge.url}".encode()).hexdigest()[:12]
-        return kept_verdicts(ask, context.cache_dir / "equivalence" / f"judge-{key}.jsonl")
+        key = hashlib.sha256(source.encode()).hexdigest()[:12]
+        return kept_verdicts(ask, context.cache_dir / "equivalence" / f"{rule}-{key}.jsonl")
 
     def confidence(self, samples: list[dict[str, Any]], clusters: Clusters) -> float:
         raise NotImplementedError
@@ -116,8 +136,9 @@ class SamplingEstimator(Estimator):
         k = np.mean([len(samples) for samples in drawn])
         tokens = np.mean([sum(len(s.get("token_logprobs") or []) for s in samples) for samples in drawn])
         work = f"{k:g} samples, {tokens:.0f} sampled tokens (drawn when answering, from the answer's prefill)"
-        if self.config["equivalence"] == JUDGE:
-            work += f", and up to {k * (k + 1) / 2:g} judge calls (pairs the clustering needs, each asked once)"
+        if self.config["equivalence"] != "match":
+            rule = self.config["equivalence"]
+            work += f", and up to {k * (k + 1) / 2:g} {rule} calls (pairs the clustering needs, each asked once)"
         return work
 
     @staticmethod

@@ -1,5 +1,6 @@
-"""The judge equivalence rule: the reference's two-answers prompt, asked in batches across records, never the
-same pair twice, with verdicts kept so scoring again asks nothing; through an endpoint and a local model."""
+"""The equivalence rules that ask a model: the judge (the reference's two-answers prompt, through an endpoint or a
+local model) and NLI (bidirectional entailment), asked in batches across records, never the same pair twice,
+with verdicts kept so scoring again asks nothing."""
 
 from __future__ import annotations
 
@@ -10,11 +11,15 @@ import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification
 
 from selfknow.confidence.base import ESTIMATORS, Context
+from selfknow.confidence.baselines import MINILM
 from selfknow.equivalence import cluster_all, kept_verdicts
-from selfknow.errors import SelfknowError
+from selfknow.errors import ModelError, SelfknowError
 from selfknow.models import load_model
+from selfknow.nli import NLIJudge
 from tests.test_sampling import PARIS, record
 
 CITIES = ("paris", "lyon", "marseille")
@@ -122,5 +127,59 @@ def test_judge_settings_belong_to_the_judge_rule():
         ESTIMATORS["semantic-entropy"](judge="gpt-x")
     with pytest.raises(SelfknowError, match="judge_url needs judge"):
         ESTIMATORS["semantic-entropy"](equivalence="judge", judge_url="http://localhost:1/v1")
-    with pytest.raises(SelfknowError, match="use one of judge, match"):
+    with pytest.raises(SelfknowError, match="use one of judge, match, nli"):
+        ESTIMATORS["semantic-entropy"](equivalence="telepathy")
+
+
+def words(text: str) -> set[str]:
+    return set(re.findall(r"\w+", text.lower()))
+
+
+def test_nli_needs_entailment_both_ways(monkeypatch):
+    """A scripted NLI model where the premise entails what it has every word of: "Q It is Paris." entails
+    "Q Paris" but not back, so the two are different answers, though the grader's rule puts them together."""
+    monkeypatch.setattr(
+        NLIJudge, "entails", lambda self, ps, hs: [words(h) <= words(p) for p, h in zip(ps, hs, strict=True)]
+    )
+    clusters = cluster_all([(PARIS, answers(PARIS))], "nli", NLIJudge("scripted"))
+    assert clusters[0].rule == "nli"
+    assert clusters[0].labels == (0, 0, 1, 2, 2, 3)
+
+
+def tiny_nli(folder, labels: dict[int, str], favourite: int):
+    """A tiny random BERT classifier on MiniLM's real tokenizer, its bias set so one class always wins."""
+    tokenizer = AutoTokenizer.from_pretrained(MINILM.path())
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+        intermediate_size=64, id2label=labels, label2id={v: k for k, v in labels.items()},
+    )  # fmt: skip
+    model = BertForSequenceClassification(config)
+    with torch.no_grad():
+        model.classifier.weight.zero_()
+        model.classifier.bias.copy_(torch.nn.functional.one_hot(torch.tensor(favourite), len(labels)) * 5.0)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+MNLI = {0: "CONTRADICTION", 1: "NEUTRAL", 2: "ENTAILMENT"}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_a_real_nli_classifier_clusters_the_samples(tmp_path, dtype):
+    context = Context(model=object(), tokenizer=object(), dtype=dtype, cache_dir=tmp_path / "cache", progress=False)
+    agrees = tiny_nli(tmp_path / "entails", MNLI, favourite=2)
+    assert ESTIMATORS["semantic-entropy"](equivalence="nli", nli_model=agrees).score([PARIS], context)[0] == 1.0
+    assert ESTIMATORS["sampling-counting"](equivalence="nli", nli_model=agrees).score([PARIS], context)[0] == 1.0
+    differs = tiny_nli(tmp_path / "contradicts", MNLI, favourite=0)
+    # "Paris" is its own sample: equal texts are one answer without asking, the rest are all different.
+    assert ESTIMATORS["sampling-counting"](equivalence="nli", nli_model=differs).score([PARIS], context)[0] == 0.2
+    assert len(list((tmp_path / "cache" / "equivalence").glob("nli-*.jsonl"))) == 2
+
+
+def test_an_nli_model_without_an_entailment_class_is_one_clear_error(tmp_path):
+    sentiment = tiny_nli(tmp_path / "sentiment", {0: "NEGATIVE", 1: "POSITIVE"}, favourite=1)
+    with pytest.raises(ModelError, match="name no single entailment class"):
+        NLIJudge(sentiment)([(PARIS, "Paris", "Lyon")])
+    with pytest.raises(SelfknowError, match="equivalence=nli goes with nli_model"):
         ESTIMATORS["semantic-entropy"](equivalence="nli")
