@@ -8,6 +8,7 @@ import sys
 import pytest
 
 from selfknow.answer import AnswerConfig, answer_records
+from selfknow.api import answer_dataset
 from selfknow.cli import main
 from selfknow.confidence.base import ESTIMATORS, Context
 from selfknow.confidence.sampling import SamplingEstimator
@@ -81,6 +82,29 @@ def test_the_cli_answers_through_an_endpoint_and_says_what_it_lacks(server, tmp_
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code != 0 and "--base-url" in capsys.readouterr().err
+
+
+def test_the_endpoints_own_verbal_confidence_is_kept_and_read_without_a_model(server, tmp_path, monkeypatch):
+    data, output = tmp_path / "toy.jsonl", tmp_path / "answers.jsonl"
+    write_records(data, make_records(3))
+    args = ["selfknow", "answer", f"jsonl:{data}", "-o", str(output), "--engine", "openai", "--model", "tiny"]
+    monkeypatch.setattr(sys, "argv", [*args, "--base-url", server, "--verbal", "--max-new-tokens", "4"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert (exit_info.value.code or 0) == 0
+    saved = read_records(output)
+    assert all(isinstance(r.scores["verbal_reply"], str) for r in saved)  # a second turn, served
+    for record, reply in zip(saved, ["0.8", "It is 30%", "no idea"], strict=True):
+        record.scores["verbal_reply"] = reply  # what a model that answers with a number would have said
+    verbal = ESTIMATORS["verbal"](default=0.5)
+    assert verbal.score(saved, NO_MODEL) == pytest.approx([0.8, 0.3, 0.5])
+    assert verbal.config["parse_failures"] == 1
+    assert "made when answering" in verbal.work_per_question(saved)
+    del saved[1].scores["verbal_reply"]
+    with pytest.raises(DataError, match="has no kept verbal reply"):
+        verbal.score(saved, NO_MODEL)
+    with pytest.raises(SelfknowError, match="openai engine"):
+        answer_dataset(f"jsonl:{data}", model="tiny", split=None, verbal=True, progress=False)
 
 
 def test_log_probs_are_cut_with_the_answer():

@@ -47,6 +47,7 @@ def answer_dataset(
     tensor_parallel_size: int = 1,
     questions: list[Record] | None = None,
     base_url: str | None = None,
+    verbal: bool = False,
 ) -> tuple[list[Record], AnswerStats]:
     """Load a dataset split, answer it with a model, and (with ``output``) journal to a JSONL file.
 
@@ -54,17 +55,20 @@ def answer_dataset(
     loaded (model, tokenizer) for ``model`` instead of loading it again. ``engine="vllm"`` answers on vLLM
     (where installed) across ``tensor_parallel_size`` GPUs, writing the same records; ``engine="openai"``
     asks ``model`` at the OpenAI-compatible ``base_url`` (:mod:`selfknow.endpoint`; no prompt template or
-    k-shot examples of selfknow's own: the server applies its template). ``questions`` answers those
-    records of ``dataset`` instead of the split (a calibration run's own selection).
+    k-shot examples of selfknow's own: the server applies its template; ``verbal`` also asks it for its
+    answer's probability of being correct). ``questions`` answers those records of ``dataset`` instead of
+    the split (a calibration run's own selection).
     """
     if questions is None:
         questions = load_dataset(dataset, split=split, format=format, seed=seed, columns=columns, limit=limit)
+    if verbal and engine != "openai":
+        raise SelfknowError("verbal replies are kept for the openai engine; a local model's are the verbal estimator")
     if engine == "openai":
         if not base_url:
             raise SelfknowError("the openai engine needs the endpoint's --base-url (e.g. http://127.0.0.1:8000/v1)")
         if kshot:
             raise SelfknowError("the openai engine sends the question alone: k-shot prompts are not supported")
-        endpoint = Endpoint(base_url, model)
+        endpoint = Endpoint(base_url, model, verbal=verbal)
         return answer_records(endpoint, None, questions, config=config, output=output, progress=progress)
     pool = fewshot_pool(dataset, format=format, seed=seed, columns=columns) if kshot > 0 else []
     if engine not in ("hf", "vllm"):

@@ -187,6 +187,13 @@ def answer(
     ] = 0,
     sample_temperature: Annotated[float, typer.Option(help="Temperature of the samples.")] = 1.0,
     sample_top_p: Annotated[float, typer.Option(help="Nucleus (top-p) of the samples.")] = 0.95,
+    verbal: Annotated[
+        bool,
+        typer.Option(
+            help="--engine openai: also ask the endpoint for the probability its answer is correct and keep the "
+            "reply, for the verbal estimator."
+        ),
+    ] = False,
 ) -> None:
     """Answer a dataset split with a model: letters by logits for choice, greedy text for oe; with --samples,
     also K sampled answers per question (from the same prefill)."""
@@ -220,6 +227,7 @@ def answer(
         engine=engine,
         tensor_parallel_size=tensor_parallel_size,
         base_url=base_url,
+        verbal=verbal,
     )
     if process_state().is_main_process:
         print_stats(stats)

@@ -4,9 +4,13 @@ the records the local engine writes, for a model whose weights cannot be read.
 Each question is one chat request for the greedy answer (temperature 0) with its tokens' log-probabilities
 where the server returns them, and with ``samples`` a second request for that many answers at the sample
 temperature and top-p, seeded by the record id (a server that honours ``seed`` gives a resumed run the same
-samples). The question goes as the one user message: the server applies its own chat template. Answers are
-cut at the end of their first line as the local engine cuts them, and their log-probabilities with them.
-Records carry ``scores["engine"] = "openai"``; they have no letter logits and no hidden states.
+samples). With ``verbal``, a third request sends the question, the answer and the reference's verbal-confidence
+request as one user message (the reference's text form, which any chat endpoint accepts) and keeps the reply
+(``scores["verbal_reply"]``) for the ``verbal`` estimator: the confidence a model that shows no weights can
+state about itself. The question goes as the one user message:
+the server applies its own chat template. Answers are cut at the end of their first line as the local engine
+cuts them, and their log-probabilities with them. Records carry ``scores["engine"] = "openai"``; they have
+no letter logits and no hidden states.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from selfknow.data.records import Record
 from selfknow.data.splits import rng_for
 from selfknow.engine import AnswerConfig, AnswerStats, Emit, Item, answered_record, cut_at_stop
 from selfknow.errors import SelfknowError
-from selfknow.prompts import question_body
+from selfknow.prompts import VERBAL_REQUEST, question_body
 
 ENGINE = "openai"
 CHOICE_ASK = "Answer with the letter of one choice."
@@ -38,11 +42,17 @@ class Endpoint:
     api_key_env: str = "OPENAI_API_KEY"
     workers: int = 8
     timeout: float = 120.0
+    verbal: bool = False  # also ask for the answer's probability of being correct
+    verbal_tokens: int = 12
 
 
 def endpoint_prompt(record: Record) -> str:
     """The user message: the question, with its choices and the ask for a letter for multiple choice."""
     return f"{question_body(record)}\n\n{CHOICE_ASK}" if record.format == "choice" else record.question
+
+
+def user(text: str) -> dict[str, str]:
+    return {"role": "user", "content": text}
 
 
 def first_line(text: str, stops: Sequence[str]) -> str:
@@ -82,9 +92,13 @@ class EndpointAnswerer:
 
     def _answer(self, client: httpx.Client, record: Record, prompt: str) -> tuple[Record, int]:
         config = self.config
-        greedy = self._ask(client, record, prompt, {"temperature": 0})[0]
+        greedy = self._ask(client, record, [user(prompt)], {"temperature": 0})[0]
         answer = first_line(greedy["text"], config.stop)
         scores: dict[str, Any] = {"engine": ENGINE}
+        if self.endpoint.verbal:
+            request = [user(f"{question_body(record)}\nAnswer: {answer}\n\n{VERBAL_REQUEST}")]
+            settings = {"temperature": 0, "max_tokens": self.endpoint.verbal_tokens}
+            scores["verbal_reply"] = self._ask(client, record, request, settings)[0]["text"]
         logprobs = kept_logprobs(greedy["content"], answer)
         if logprobs is not None:
             scores["token_logprobs"] = logprobs
@@ -92,7 +106,7 @@ class EndpointAnswerer:
         if config.samples:
             seed = rng_for(config.seed, record.id, "samples").getrandbits(31)
             settings = {"temperature": config.sample_temperature, "top_p": config.sample_top_p}
-            drawn = self._ask(client, record, prompt, {**settings, "n": config.samples, "seed": seed})
+            drawn = self._ask(client, record, [user(prompt)], {**settings, "n": config.samples, "seed": seed})
             scores["samples"] = []
             for sample in drawn:
                 text = first_line(sample["text"], config.stop)
@@ -104,11 +118,13 @@ class EndpointAnswerer:
         self.stats.sampled_tokens += tokens - len(logprobs or [])
         return answered_record(record, prompt, answer, scores), tokens
 
-    def _ask(self, client: httpx.Client, record: Record, prompt: str, settings: dict[str, Any]) -> list[dict]:
+    def _ask(
+        self, client: httpx.Client, record: Record, messages: list[dict[str, str]], settings: dict[str, Any]
+    ) -> list[dict]:
         """The reply's choices as text and log-prob content (None where the server gave none)."""
         body = {
             "model": self.endpoint.model,
-            "messages": [{"role": "user", "content": prompt}],
+            "messages": messages,
             "max_tokens": self.config.max_new_tokens,
             "logprobs": True,
             **settings,

@@ -23,6 +23,14 @@ SYSTEM_PROMPT = (
     "Directly state the answer without phrases like 'the correct answer is'."
 )
 
+# The calibration-tuning reference's verbal-confidence request, sent after the answer.
+VERBAL_REQUEST = (
+    "Provide the probability that your answer is correct. Give ONLY the probability, no other words or "
+    "explanation.\n\nFor example:\n\nProbability: <the probability between 0.0 and 1.0 that your guess is "
+    "correct, without any extra commentary whatsoever; just the probability!>\n\nInclude probability for "
+    "the answer below:\nProbability:"
+)
+
 
 def question_body(record: Record) -> str:
     """The question as the model sees it, without the answer cue."""

@@ -149,7 +149,8 @@ class Estimator:
         if foreign is not None and self.uses_model and not context.other_models_answers:
             raise SelfknowError(
                 f"'{self.name}' reads the answering model's weights, but record {foreign.id!r} was answered through "
-                "an endpoint (--engine openai); the sampling estimators need only the saved samples"
+                "an endpoint (--engine openai); the sampling estimators need only the saved samples, and verbal the "
+                "reply `selfknow answer --verbal` keeps"
             )
 
     def work_per_question(self, records: Sequence[Record]) -> str:

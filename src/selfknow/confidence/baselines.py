@@ -36,7 +36,7 @@ from selfknow.data.records import LETTERS, Record
 from selfknow.errors import DataError
 from selfknow.model_files import Embedded
 from selfknow.models import adapters_off
-from selfknow.prompts import SYSTEM_PROMPT, question_body
+from selfknow.prompts import SYSTEM_PROMPT, VERBAL_REQUEST, question_body
 
 __all__ = [
     "VERBAL_REQUEST",
@@ -147,12 +147,6 @@ class DatasetAccuracy(Estimator):
         return np.array([accuracy.get(_group(r, self.config["by"]), overall) for r in records])
 
 
-VERBAL_REQUEST = (
-    "Provide the probability that your answer is correct. Give ONLY the probability, no other words or "
-    "explanation.\n\nFor example:\n\nProbability: <the probability between 0.0 and 1.0 that your guess is "
-    "correct, without any extra commentary whatsoever; just the probability!>\n\nInclude probability for "
-    "the answer below:\nProbability:"
-)
 _NUMBER = re.compile(r"(\d+(?:\.\d+)?|\.\d+)\s*(?:(%)|(?:/|out of)\s*(\d+(?:\.\d+)?))?")
 
 
@@ -198,7 +192,9 @@ def verbal_prompt(record: Record, tokenizer: PreTrainedTokenizerBase) -> str:
 
 @register("verbal")
 class Verbal(Estimator):
-    """Verbalized confidence, zero-shot: a short greedy reply to :data:`VERBAL_REQUEST`, parsed.
+    """Verbalized confidence, zero-shot: a short greedy reply to :data:`VERBAL_REQUEST`, parsed. Records
+    answered through an endpoint with ``--verbal`` carry the endpoint model's own reply, which is read instead
+    of asking a local model (unless the run scores another model's answers on purpose).
 
     A reply with no usable number gets ``default``; after each ``score`` call
     ``config["parse_failures"]`` says how many replies that was, so a report can show it beside the metrics
@@ -211,6 +207,11 @@ class Verbal(Estimator):
 
     def __init__(self, max_new_tokens: int = 12, default: float = 0.5, **config: Any):
         super().__init__(max_new_tokens=max_new_tokens, default=default, **config)
+
+    def work_per_question(self, records: Sequence[Record]) -> str:
+        if records and all("verbal_reply" in r.scores for r in records):
+            return "1 request to the endpoint (made when answering, reply kept)"
+        return self.work
 
     def replies(self, records: Sequence[Record], context: Context) -> list[str]:
         """The model's reply to the verbal request for each record, in order."""
@@ -227,8 +228,16 @@ class Verbal(Estimator):
         return [r.output or "" for r in answered]
 
     def score(self, records: Sequence[Record], context: Context) -> np.ndarray:
-        self.check_own_answers(records, context)
-        parsed = [parse_probability(reply) for reply in self.replies(records, context)]
+        stated = [r.scores.get("verbal_reply") for r in records]
+        if context.other_models_answers or all(reply is None for reply in stated):
+            self.check_own_answers(records, context)
+            replies = self.replies(records, context)
+        else:  # answers through an endpoint with the model's own reply kept (`selfknow answer --verbal`)
+            missing = next((r for r, reply in zip(records, stated, strict=True) if reply is None), None)
+            if missing is not None:
+                raise DataError(f"'verbal': record {missing.id!r} has no kept verbal reply, others have one")
+            replies = stated
+        parsed = [parse_probability(reply) for reply in replies]
         self.config["parse_failures"] = sum(p is None for p in parsed)
         scores = [self.config["default"] if p is None else p for p in parsed]
         return check_probabilities(np.array(scores), self.name)
