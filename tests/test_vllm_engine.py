@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from transformers import TopPLogitsWarper
 
 from selfknow.answer import AnswerConfig, answer_records
 from selfknow.models import load_model
@@ -22,8 +23,12 @@ class Logprob:
 
 
 class SamplingParams:
-    def __init__(self, temperature=1.0, max_tokens=16, logprobs=None, prompt_logprobs=None, stop_token_ids=None):
-        assert temperature == 0.0, "selfknow decodes greedily"
+    def __init__(
+        self, n=1, temperature=1.0, top_p=1.0, seed=None, max_tokens=16, logprobs=None, prompt_logprobs=None,
+        stop_token_ids=None,
+    ):  # fmt: skip
+        assert temperature == 0.0 or seed is not None, "selfknow decodes greedily, or samples with a seed"
+        self.n, self.temperature, self.top_p, self.seed = n, temperature, top_p, seed
         self.max_tokens, self.logprobs, self.prompt_logprobs = max_tokens, logprobs, prompt_logprobs
         self.stop_token_ids = stop_token_ids or []
 
@@ -37,23 +42,33 @@ class LLM:
     @torch.no_grad()
     def generate(self, prompts, params, use_tqdm=True):
         results = []
-        for prompt in prompts:
+        for k, prompt in enumerate(prompts):
+            own = params[k] if isinstance(params, list) else params  # vLLM takes one or one per prompt
             ids = list(prompt["prompt_token_ids"])
-            if params.prompt_logprobs is not None:
+            if own.prompt_logprobs is not None:
                 scores = self.model(input_ids=torch.tensor([ids])).logits[0].float().log_softmax(-1)
                 prompt_logprobs = [None] + [{t: Logprob(float(scores[i, t]))} for i, t in enumerate(ids[1:])]
                 results.append(SimpleNamespace(prompt_logprobs=prompt_logprobs, outputs=[]))
                 continue
-            tokens, logprobs = [], []
-            for _ in range(params.max_tokens):
-                scores = self.model(input_ids=torch.tensor([ids + tokens])).logits[0, -1].float().log_softmax(-1)
-                token = int(scores.argmax())
-                tokens.append(token)
-                logprobs.append({token: Logprob(float(scores[token]))})
-                if token in params.stop_token_ids:
-                    break
-            results.append(SimpleNamespace(outputs=[SimpleNamespace(token_ids=tokens, logprobs=logprobs)]))
+            generator = torch.Generator().manual_seed(own.seed) if own.seed is not None else None
+            results.append(SimpleNamespace(outputs=[self._complete(ids, own, generator) for _ in range(own.n)]))
         return results
+
+    def _complete(self, ids, params, generator):
+        tokens, logprobs = [], []
+        for _ in range(params.max_tokens):
+            logits = self.model(input_ids=torch.tensor([ids + tokens])).logits[0, -1].float()
+            scores = logits.log_softmax(-1)  # vLLM's raw log-probs, whatever the sampling
+            if params.temperature == 0.0:
+                token = int(scores.argmax())
+            else:
+                warped = TopPLogitsWarper(params.top_p)(None, (logits / params.temperature)[None])[0]
+                token = int(torch.multinomial(warped.softmax(-1), 1, generator=generator))
+            tokens.append(token)
+            logprobs.append({token: Logprob(float(scores[token]))})
+            if token in params.stop_token_ids:
+                break
+        return SimpleNamespace(token_ids=tokens, logprobs=logprobs)
 
 
 LLM.__module__ = "vllm.entrypoints.llm"
@@ -86,6 +101,30 @@ def test_the_vllm_engine_writes_the_records_transformers_writes(tiny_llama_dir, 
         else:
             np.testing.assert_allclose(a.scores["token_logprobs"], b.scores["token_logprobs"], atol=1e-4)
     assert stats.computed_tokens > 0
+
+
+def test_vllm_samples_are_seeded_per_record_and_choice_samples_match_transformers(tiny_llama_dir, fake_vllm):
+    model, tokenizer = load_model(str(tiny_llama_dir), device="cpu")
+    config = AnswerConfig(max_new_tokens=5, samples=3, seed=4)
+    kwargs = {"prompter": Prompter(tokenizer), "config": config, "progress": False}
+    records = make_records(6)
+    whole, stats = answer_records(LLM(model), tokenizer, records, **kwargs)
+    alone, _ = answer_records(LLM(model), tokenizer, records[3:], **kwargs)  # other batches, as on resume
+    assert [r.scores["samples"] for r in alone] == [r.scores["samples"] for r in whole[3:]]
+    greedy, _ = answer_records(model, tokenizer, records, **{**kwargs, "config": AnswerConfig(max_new_tokens=5)})
+    for record, plain in zip(whole, greedy, strict=True):
+        assert record.output == plain.output  # the samples leave the main answer alone
+        assert len(record.scores["samples"]) == 3 and record.scores["sampling"]["k"] == 3
+        assert all(lp <= 0 for s in record.scores["samples"] for lp in s["token_logprobs"])
+        assert all("warped_max_logprobs" not in s for s in record.scores["samples"])  # vLLM does not return it
+    assert stats.sampled_tokens == sum(len(s["token_logprobs"]) for r in whole for s in r.scores["samples"])
+    assert len({s["text"] for r in whole for s in r.scores["samples"]}) > 1  # drawn, not the argmax
+    choice = make_records(6, format="choice")
+    on_vllm, _ = answer_records(LLM(model), tokenizer, choice, **kwargs)
+    local, _ = answer_records(model, tokenizer, choice, **kwargs)
+    assert [[s["text"] for s in r.scores["samples"]] for r in on_vllm] == [
+        [s["text"] for s in r.scores["samples"]] for r in local
+    ]
 
 
 def test_the_vllm_engine_says_when_vllm_is_missing(monkeypatch):

@@ -167,6 +167,24 @@ class LetterIds:
         return self._cache[key]
 
 
+def seeded_generator(seed: int, *parts: object, device: torch.device | str = "cpu") -> torch.Generator:
+    """A torch generator seeded by the run's seed and what is drawn (record id, lane, step)."""
+    return torch.Generator(device=device).manual_seed(rng_for(seed, *parts).getrandbits(63))
+
+
+def sample_letters(record: Record, letter_logits: torch.Tensor, config: AnswerConfig) -> dict:
+    """Sampled letters: draws from the letters' softmax, warped as open-ended samples are, so sampling
+    estimators read a multiple-choice record as they read an open-ended one (one step per sample). Seeded by
+    the record id and the sample's number, so every engine that reads the same letter logits draws alike."""
+    warped = Answerer._warp(letter_logits[None], config.sample_temperature, config.sample_top_p)[0]
+    raw, kept = letter_logits.log_softmax(-1), warped.log_softmax(-1)
+    top, samples = float(kept.max()), []
+    for j in range(1, config.samples + 1):
+        pick = int(torch.multinomial(kept.exp(), 1, generator=seeded_generator(config.seed, record.id, "sample", j, 0)))
+        samples.append({"text": LETTERS[pick], "token_logprobs": [float(raw[pick])], "warped_max_logprobs": [top]})
+    return {"samples": samples, "sampling": config.sampling}
+
+
 class Answerer:
     """Runs the forward passes for one (model, tokenizer, config) and keeps the token accounting."""
 
@@ -253,20 +271,9 @@ class Answerer:
             letter = LETTERS[int(letter_logits.argmax())]
             scores = {"choice_logits": letter_logits.tolist()}
             if self.config.samples:
-                scores.update(self._sample_letters(record, letter_logits.cpu()))
+                scores.update(sample_letters(record, letter_logits.cpu(), self.config))
             done.append(answered_record(record, prompt, letter, scores))
         return done
-
-    def _sample_letters(self, record: Record, letter_logits: torch.Tensor) -> dict:
-        """Sampled letters: draws from the letters' softmax, warped as open-ended samples are, so sampling
-        estimators read a multiple-choice record as they read an open-ended one (one step per sample)."""
-        warped = self._warp(letter_logits[None], self.config.sample_temperature, self.config.sample_top_p)[0]
-        raw, kept = letter_logits.log_softmax(-1), warped.log_softmax(-1)
-        top, samples = float(kept.max()), []
-        for j in range(1, self.config.samples + 1):
-            pick = int(torch.multinomial(kept.exp(), 1, generator=self._generator(record.id, "sample", j, 0)))
-            samples.append({"text": LETTERS[pick], "token_logprobs": [float(raw[pick])], "warped_max_logprobs": [top]})
-        return {"samples": samples, "sampling": self.config.sampling}
 
     def _read_cue(self, cache, mask, last) -> list[list[float]]:
         """Log-probs of ``cue_read`` after the prompt and the cue; the cache is cut back to the prompt."""
@@ -309,7 +316,7 @@ class Answerer:
         return nucleus
 
     def _generator(self, *parts: object, device: torch.device | str = "cpu") -> torch.Generator:
-        return torch.Generator(device=device).manual_seed(rng_for(self.config.seed, *parts).getrandbits(63))
+        return seeded_generator(self.config.seed, *parts, device=device)
 
     def _choose(
         self, lanes: Sequence[tuple[Record, int]], logits: torch.Tensor, step: int

@@ -6,14 +6,34 @@ The prompts are the same token ids; decoding is greedy. Open-ended answers are c
 on the newline a model often opens with. Multiple choice scores each letter as the last prompt token
 (``prompt_logprobs``): the letters' log-probabilities differ from their logits by one constant per
 question, so the chosen letter and the softmax over letters are the same.
+
+With ``samples``, open-ended questions get a second request of ``n`` samples at the sample temperature and
+top-p, seeded per record (vLLM's per-request seed: a resumed run draws the same), whose prompt vLLM's
+prefix cache shares with the greedy request. vLLM's log-probs are the raw model's (its default
+``raw_logprobs``), as the local engine's are; the nucleus's largest log-prob per step, which only the
+reference's ``sampling-likelihood`` reads, is not returned, so that estimator refuses these samples.
+Multiple-choice samples are drawn from the letters' softmax exactly as the local engine draws them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+
 from selfknow.data.records import LETTERS
-from selfknow.engine import AnswerConfig, AnswerStats, Emit, Item, LetterIds, answer_text, answered_record, eos_ids
+from selfknow.data.splits import rng_for
+from selfknow.engine import (
+    AnswerConfig,
+    AnswerStats,
+    Emit,
+    Item,
+    LetterIds,
+    answer_text,
+    answered_record,
+    eos_ids,
+    sample_letters,
+)
 from selfknow.errors import SelfknowError
 
 
@@ -42,8 +62,6 @@ class VllmAnswerer:
     """Same interface as :class:`~selfknow.engine.Answerer`: ``run(items, emit)`` and ``stats``."""
 
     def __init__(self, llm, tokenizer, config: AnswerConfig):
-        if config.samples:
-            raise SelfknowError("the vllm engine draws no samples yet: answer with --engine hf for --samples")
         self.llm, self.tokenizer, self.config = llm, tokenizer, config
         self.eos = eos_ids(tokenizer, None)  # vLLM itself also stops at the model's generation EOS
         self.letter_ids = LetterIds(tokenizer)
@@ -74,7 +92,10 @@ class VllmAnswerer:
         done = []
         for (record, prompt, _), letter_scores in zip(items, scores, strict=True):
             letter = LETTERS[max(range(len(letter_scores)), key=letter_scores.__getitem__)]
-            done.append(answered_record(record, prompt, letter, {"choice_logits": letter_scores}))
+            scores = {"choice_logits": letter_scores}
+            if self.config.samples:
+                scores.update(sample_letters(record, torch.tensor(letter_scores), self.config))
+            done.append(answered_record(record, prompt, letter, scores))
         return done
 
     def _decode(self, items: Sequence[Item]) -> list:
@@ -84,15 +105,51 @@ class VllmAnswerer:
         params = SamplingParams(
             temperature=0.0, max_tokens=self.config.max_new_tokens, logprobs=0, stop_token_ids=sorted(self.eos)
         )
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=ids) for _, _, ids in items], params, use_tqdm=False)
+        prompts = [TokensPrompt(prompt_token_ids=ids) for _, _, ids in items]
+        outputs = self.llm.generate(prompts, params, use_tqdm=False)
+        drawn = self._samples(items, prompts) if self.config.samples else [None] * len(items)
         done = []
-        for (record, prompt, ids), output in zip(items, outputs, strict=True):
-            completion = output.outputs[0]
-            tokens = list(completion.token_ids)
-            logprobs = [step[token].logprob for token, step in zip(tokens, completion.logprobs, strict=True)]
-            text, kept = answer_text(self.tokenizer, tokens, self.eos, self.config.stop)
-            done.append(answered_record(record, prompt, text, {"token_logprobs": logprobs[:kept]}))
+        for (record, prompt, ids), output, samples in zip(items, outputs, drawn, strict=True):
+            (text, logprobs), generated = self._read(output.outputs[0])
+            scores = {"token_logprobs": logprobs}
+            if samples is not None:
+                scores["samples"], scores["sampling"] = samples, self.config.sampling
+            done.append(answered_record(record, prompt, text, scores))
             self.stats.computed_tokens += len(ids)
-            self.stats.generated_tokens += kept
-            self.stats.wasted_decode_tokens += len(tokens) - kept
+            self.stats.generated_tokens += len(logprobs)
+            self.stats.wasted_decode_tokens += generated - len(logprobs)
         return done
+
+    def _read(self, completion) -> tuple[tuple[str, list[float]], int]:
+        """A completion's answer and its tokens' log-probs, cut by the local engine's rule, and its length."""
+        tokens = list(completion.token_ids)
+        logprobs = [step[token].logprob for token, step in zip(tokens, completion.logprobs, strict=True)]
+        text, kept = answer_text(self.tokenizer, tokens, self.eos, self.config.stop)
+        return (text, logprobs[:kept]), len(tokens)
+
+    def _samples(self, items: Sequence[Item], prompts: list) -> list[list[dict]]:
+        from vllm import SamplingParams
+
+        config = self.config
+        params = [
+            SamplingParams(
+                n=config.samples,
+                temperature=config.sample_temperature,
+                top_p=config.sample_top_p,
+                seed=rng_for(config.seed, record.id, "samples").getrandbits(31),
+                max_tokens=config.max_new_tokens,
+                logprobs=0,
+                stop_token_ids=sorted(self.eos),
+            )
+            for record, _, _ in items
+        ]
+        drawn = []
+        for output in self.llm.generate(prompts, params, use_tqdm=False):
+            samples = []
+            for completion in output.outputs:
+                (text, logprobs), generated = self._read(completion)
+                samples.append({"text": text, "token_logprobs": logprobs})
+                self.stats.sampled_tokens += len(logprobs)
+                self.stats.wasted_decode_tokens += generated - len(logprobs)
+            drawn.append(samples)
+        return drawn
