@@ -1,10 +1,13 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 
 import pytest
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
+import selfknow.models as models
 from selfknow.errors import ModelError
 from selfknow.models import ALIASES, cache_dir, load_model, resolve_dtype
 
@@ -87,3 +90,24 @@ def test_threads_follow_the_cpus_a_container_grants(tmp_path, monkeypatch):
         assert match_threads() == threads
     finally:
         torch.set_num_threads(threads)
+
+
+def test_processes_dequantizing_at_once_all_end_with_the_one_cached_copy(tiny_llama_dir, tmp_path, monkeypatch):
+    """Under accelerate every process loads the alias at once: the one whose copy lands second keeps the first."""
+    monkeypatch.setenv("SELFKNOW_CACHE", str(tmp_path / "cache"))
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF")
+    target = models._gguf_cache_path(gguf)
+    model, tokenizer = (
+        AutoModelForCausalLM.from_pretrained(tiny_llama_dir),
+        AutoTokenizer.from_pretrained(tiny_llama_dir),
+    )
+
+    def converted_while_another_process_finishes_first(*args, **kwargs):
+        shutil.copytree(tiny_llama_dir, target)
+        return model
+
+    monkeypatch.setattr(models.AutoModelForCausalLM, "from_pretrained", converted_while_another_process_finishes_first)
+    monkeypatch.setattr(models.AutoTokenizer, "from_pretrained", lambda *args, **kwargs: tokenizer)
+    assert models.cached_gguf(gguf) == target
+    assert (target / "config.json").exists() and not list(target.parent.glob("*.tmp-*"))

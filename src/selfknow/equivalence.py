@@ -29,7 +29,7 @@ from selfknow.grade import MATCHERS, auto_strategy, normalize, parse_letter
 
 Same = Callable[[Record, str, str], bool]  # whether two answers to the record's question are equivalent
 Pair = tuple[Record, str, str]
-PairJudge = Callable[[Sequence[Pair]], list[bool]]  # verdicts for a batch of pairs (the judge rule)
+PairJudge = Callable[[Sequence[Pair]], list[bool]]  # verdicts for a batch of pairs (the rules that ask a model)
 ASKED = ("judge", "nli")  # rules that ask a model, through a PairJudge
 
 
