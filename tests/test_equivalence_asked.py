@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 import torch
@@ -20,6 +18,7 @@ from selfknow.equivalence import cluster_all, kept_verdicts
 from selfknow.errors import ModelError, SelfknowError
 from selfknow.models import load_model
 from selfknow.nli import NLIJudge
+from tests.conftest import chat_endpoint
 from tests.test_sampling import PARIS, record
 
 CITIES = ("paris", "lyon", "marseille")
@@ -75,42 +74,24 @@ def test_kept_verdicts_are_not_asked_again_and_survive_a_line_cut_short(tmp_path
     assert all(json.loads(line) for line in path.read_text().splitlines()[-1:])
 
 
-class _TwoAnswers(BaseHTTPRequestHandler):
-    requests: list[str] = []
-
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        prompt = body["messages"][-1]["content"]
-        type(self).requests.append(prompt)
-        a, b = re.findall(r"Student [AB] submitted the answer: (.*)", prompt)
-        verdict = "Yes" if city(a) and city(a) == city(b) else "No"
-        reply = json.dumps({"choices": [{"message": {"content": verdict}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, *args):
-        pass
+def two_answers_verdict(prompt: str) -> str:
+    a, b = re.findall(r"Student [AB] submitted the answer: (.*)", prompt)
+    return "Yes" if city(a) and city(a) == city(b) else "No"
 
 
 def test_semantic_entropy_with_an_endpoint_judge_equals_the_hand_computed_value(tmp_path):
-    server = HTTPServer(("127.0.0.1", 0), _TwoAnswers)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     context = Context(model=object(), tokenizer=object(), cache_dir=tmp_path / "cache", progress=False)
-    options = {"equivalence": "judge", "judge": "gpt-x", "judge_url": f"http://127.0.0.1:{server.server_port}/v1"}
-    try:
+    with chat_endpoint(two_answers_verdict) as (url, received):
+        options = {"equivalence": "judge", "judge": "gpt-x", "judge_url": url}
         confidence = ESTIMATORS["semantic-entropy"](**options).score([PARIS], context)[0]
-        asked = len(_TwoAnswers.requests)
+        asked = len(received)
         again = ESTIMATORS["sampling-counting"](**options).score([PARIS], context)[0]
-    finally:
-        server.shutdown()
     # Samples' clusters {Paris, It is Paris.} {Lyon, lyon} {Marseille}: shares 2/5, 2/5, 1/5.
     entropy = -(2 * 0.4 * math.log(0.4) + 0.2 * math.log(0.2))
     assert confidence == pytest.approx(1 - entropy / math.log(5))
     assert again == pytest.approx(2 / 5)
-    assert asked == 5 and len(_TwoAnswers.requests) == 5  # the second estimator read the kept verdicts
-    assert "Did the two students provide equivalent answers?" in _TwoAnswers.requests[0]
+    assert asked == 5 and len(received) == 5  # the second estimator read the kept verdicts
+    assert "Did the two students provide equivalent answers?" in received[0]
     assert list((tmp_path / "cache" / "equivalence").glob("judge-*.jsonl"))
 
 

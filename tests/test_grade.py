@@ -1,15 +1,12 @@
 from __future__ import annotations
 
-import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
-
 import pytest
 
 from selfknow.data.records import Record
 from selfknow.errors import GradingError
 from selfknow.grade import grade_record, grade_records, normalize, parse_letter
 from selfknow.judge import Judge, judge_records
+from tests.conftest import chat_endpoint
 
 
 def oe(question: str, answer: str, output: str | None, aliases=()) -> Record:
@@ -129,31 +126,11 @@ def test_unanswered_records_and_unknown_strategies_are_errors():
         grade_record(oe("q?", "a", "a"), "fuzzy")
 
 
-class _Judge(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        prompt = body["messages"][-1]["content"]
-        verdict = "Yes." if "submitted the answer: Paris" in prompt else "no"
-        reply = json.dumps({"choices": [{"message": {"content": verdict}}]}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, *args):
-        pass
-
-
 def test_an_openai_compatible_judge_grades_and_is_named_in_the_grade(tmp_path):
-    server = HTTPServer(("127.0.0.1", 0), _Judge)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
+    with chat_endpoint(lambda prompt: "Yes." if "submitted the answer: Paris" in prompt else "no") as (url, _):
         records = [oe("Capital of France?", "Paris", "Paris"), oe("Capital of France?", "Paris", "Lyon")]
         records[1].id = "q2"
-        judge = Judge("gpt-x", url=f"http://127.0.0.1:{server.server_port}/v1")
-        graded = judge_records(records, judge, output=tmp_path / "graded.jsonl", progress=False)
-    finally:
-        server.shutdown()
+        graded = judge_records(records, Judge("gpt-x", url=url), output=tmp_path / "graded.jsonl", progress=False)
     assert [r.correct for r in graded] == [True, False]
     assert {r.grader for r in graded} == {"judge:gpt-x"}
 
