@@ -8,8 +8,10 @@ repeated once per sample) and drops a sample from the batch once it ends its lin
 otherwise write is a greedy ``generate`` plus ``generate(do_sample=True, num_return_sequences=k,
 stop_strings=["\n"])``: the prompt is repeated k times before the prefill, and a finished sequence stays
 in its batch (padded) until the batch's last one ends. Both at T = 1, top-p 0.95, 32 new tokens, fp32, on
-the same batches of 8 questions; the table gives seconds, the prompt tokens each ran (padding included)
-and the sampled tokens kept.
+the same batches of 8 questions (selfknow's --batch-size counts rows, one per answer, so 8 questions with
+k samples are 8 (k + 1) rows); the table gives seconds, the prompt tokens each ran (padding included) and
+the sampled tokens kept, and selfknow's time over the FLOP floor of the tokens it needed (as in
+``answer_throughput.py``: this machine's fp32 matmul peak measured in the same run).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import torch
 
+from answer_throughput import floor_flops, matmul_peak  # bench/, the folder this script runs from
 from selfknow.answer import AnswerConfig, answer_records
 from selfknow.data.registry import load_dataset
 from selfknow.models import load_model
@@ -62,7 +65,7 @@ def main() -> None:
     model, tokenizer = load_model(args.model, device="cpu")
     records = load_dataset("builtin", split="test", limit=args.limit, seed=0)
     prompter = Prompter(tokenizer)
-    config = AnswerConfig(samples=args.samples, batch_size=BATCH)
+    config = AnswerConfig(samples=args.samples, batch_size=BATCH * (1 + args.samples))
     answer_records(model, tokenizer, records[:4], prompter=prompter, config=config, progress=False)  # warm-up
     start = time.perf_counter()
     _, stats = answer_records(model, tokenizer, records, prompter=prompter, config=config, progress=False)
@@ -71,6 +74,9 @@ def main() -> None:
         "prefill_tokens": stats.computed_tokens + stats.pad_tokens,
         "sampled_tokens_kept": stats.sampled_tokens,
     }
+    read = stats.generated_tokens + stats.sampled_tokens + stats.wasted_decode_tokens  # one logits row per step
+    peak = matmul_peak(model.config.hidden_size, model.config.intermediate_size)
+    ours["floor_seconds"] = round(floor_flops(model, stats, read) / 1e9 / peak, 1)
     theirs = plain(model, tokenizer, [prompter.render(r) for r in records], args.samples, config.max_new_tokens)
     summary = {
         "model": args.model,
@@ -82,13 +88,17 @@ def main() -> None:
         "selfknow": ours,
         "transformers_generate": theirs,
         "speedup": round(theirs["seconds"] / ours["seconds"], 2),
+        "matmul_peak_gflops": round(peak, 1),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     print("| engine | seconds | prefill tokens | sampled tokens kept |\n|---|---|---|---|")
     for name, row in (("selfknow", ours), ("transformers generate", theirs)):
         print(f"| {name} | {row['seconds']} | {row['prefill_tokens']:,} | {row['sampled_tokens_kept']:,} |")
-    print(f"speed-up {summary['speedup']}x, {torch.get_num_threads()} threads")
+    print(
+        f"speed-up {summary['speedup']}x, {torch.get_num_threads()} threads; selfknow's FLOP floor "
+        f"{ours['floor_seconds']} s at {peak:.0f} GFLOP/s ({ours['seconds'] / ours['floor_seconds']:.1f}x)"
+    )
 
 
 if __name__ == "__main__":
