@@ -164,3 +164,16 @@ def test_an_nli_model_without_an_entailment_class_is_one_clear_error(tmp_path):
         NLIJudge(sentiment)([(PARIS, "Paris", "Lyon")])
     with pytest.raises(SelfknowError, match="equivalence=nli goes with nli_model"):
         ESTIMATORS["semantic-entropy"](equivalence="nli")
+
+
+def test_a_named_local_judge_is_loaded_once_for_every_step(tiny_llama_dir, monkeypatch):
+    import selfknow.confidence.sampling as sampling
+
+    loads = []
+    loaded = load_model(str(tiny_llama_dir))
+    monkeypatch.setattr(sampling, "load_model", lambda spec, **kwargs: loads.append(spec) or loaded)
+    context = Context(model=object(), tokenizer=object(), progress=False)
+    other = record("Lyon", [("Lyon", [-0.1], [-0.1]), ("Marseille", [-0.2], [-0.2]), ("Nice", [-0.3], [-0.3])])
+    estimator = ESTIMATORS["semantic-entropy"](equivalence="judge", judge=str(tiny_llama_dir))
+    assert 0.0 <= estimator.score([PARIS, other], context)[0] <= 1.0
+    assert loads == [str(tiny_llama_dir)]  # several steps of clustering, one load

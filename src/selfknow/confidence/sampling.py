@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -42,6 +43,7 @@ from selfknow.data.records import Record
 from selfknow.equivalence import Clusters, Pair, PairJudge, check_rule, cluster_all, kept_verdicts
 from selfknow.errors import DataError, SelfknowError
 from selfknow.judge import Judge, ask_judge, equivalence_messages, says_yes
+from selfknow.models import adapters_off, load_model
 from selfknow.nli import NLIJudge
 
 __all__ = [
@@ -112,12 +114,19 @@ class SamplingEstimator(Estimator):
             source = f"nli:{self.config['nli_model']}"
         elif rule == "judge":
             judge = Judge(self.config.get("judge") or context.model_spec, url=self.config.get("judge_url"))
-            loaded = None if judge.url or self.config.get("judge") else context.model_and_tokenizer
+            named = cache(lambda: load_model(judge.model, dtype=context.dtype, device=context.device))
 
             def ask(pairs: Sequence[Pair]) -> list[bool]:
                 replies: dict[int, str] = {}
                 queries = [(record, equivalence_messages(record, a, b)) for record, a, b in pairs]
-                ask_judge(queries, judge, replies.update, loaded=loaded, progress=context.progress)
+                if judge.url:
+                    ask_judge(queries, judge, replies.update)
+                elif self.config.get("judge"):  # another local model, loaded once for every step
+                    ask_judge(queries, judge, replies.update, loaded=named(), progress=context.progress)
+                else:  # the run's own model, as the base model even after a tuned estimator's adapter
+                    with adapters_off(context.lm) as base:
+                        loaded = (base, context.tokenizer)
+                        ask_judge(queries, judge, replies.update, loaded=loaded, progress=context.progress)
                 return [says_yes(replies[i]) for i in range(len(pairs))]
 
             source = f"{judge.name}|{judge.url}"
