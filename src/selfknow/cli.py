@@ -156,7 +156,11 @@ def answer(
     column: Annotated[list[str], typer.Option(help="FIELD=COLUMN mapping for csv:/jsonl: files (repeatable).")] = [],  # noqa: B006
     max_new_tokens: Annotated[int, typer.Option(help="Longest open-ended answer.")] = AnswerConfig.max_new_tokens,
     batch_size: Annotated[
-        int | None, typer.Option(help="Most rows per forward pass (default: 64 on the CPU, 512 on a GPU).")
+        int | None,
+        typer.Option(
+            help="Most rows per forward pass (default: 64 on the CPU, 512 on a GPU); with --samples K each "
+            "question is K + 1 rows."
+        ),
     ] = None,
     max_batch_tokens: Annotated[
         int | None,
