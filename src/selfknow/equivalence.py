@@ -113,17 +113,15 @@ def cluster_all(
     def same(record: Record, a: str, b: str) -> bool | None:
         return True if normalize(a) == normalize(b) else verdicts.get((record.id, a, b))
 
-    while True:
-        results = [_greedy(record, answers, same) for record, answers in items]
-        needed = {
-            (record.id, a, b): (record, a, b)
-            for (record, _), result in zip(items, results, strict=True)
-            if isinstance(result, list)
-            for a, b in result
-        }
-        if not needed:
+    results: list = [None] * len(items)
+    waiting = list(range(len(items)))
+    while True:  # each pass clusters again only the records still waiting for a verdict
+        for i in waiting:
+            results[i] = _greedy(*items[i], same)
+        waiting = [i for i in waiting if isinstance(results[i], list)]
+        if not waiting:
             return [Clusters(rule_name, result) for result in results]
-        pairs = list(needed.values())
+        pairs = list({(items[i][0].id, a, b): (items[i][0], a, b) for i in waiting for a, b in results[i]}.values())
         for (record, a, b), verdict in zip(pairs, judge(pairs), strict=True):
             verdicts[(record.id, a, b)] = bool(verdict)
 
