@@ -31,7 +31,8 @@ likelihood estimators fall back to counting and the weighted entropy to the disc
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from functools import cache
 from typing import Any
 
@@ -116,17 +117,21 @@ class SamplingEstimator(Estimator):
             judge = Judge(self.config.get("judge") or context.model_spec, url=self.config.get("judge_url"))
             named = cache(lambda: load_model(judge.model, dtype=context.dtype, device=context.device))
 
+            @contextmanager
+            def local_judge() -> Iterator[tuple[Any, Any] | None]:
+                """None for an endpoint; another local model, loaded once for every step; or the run's own
+                model as the base model, even after a tuned estimator attached its adapter."""
+                if judge.url or self.config.get("judge"):
+                    yield None if judge.url else named()
+                    return
+                with adapters_off(context.lm) as base:
+                    yield base, context.tokenizer
+
             def ask(pairs: Sequence[Pair]) -> list[bool]:
                 replies: dict[int, str] = {}
                 queries = [(record, equivalence_messages(record, a, b)) for record, a, b in pairs]
-                if judge.url:
-                    ask_judge(queries, judge, replies.update)
-                elif self.config.get("judge"):  # another local model, loaded once for every step
-                    ask_judge(queries, judge, replies.update, loaded=named(), progress=context.progress)
-                else:  # the run's own model, as the base model even after a tuned estimator's adapter
-                    with adapters_off(context.lm) as base:
-                        loaded = (base, context.tokenizer)
-                        ask_judge(queries, judge, replies.update, loaded=loaded, progress=context.progress)
+                with local_judge() as loaded:
+                    ask_judge(queries, judge, replies.update, loaded=loaded, progress=context.progress)
                 return [says_yes(replies[i]) for i in range(len(pairs))]
 
             source = f"{judge.name}|{judge.url}"
