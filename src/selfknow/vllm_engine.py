@@ -7,11 +7,12 @@ on the newline a model often opens with. Multiple choice scores each letter as t
 (``prompt_logprobs``): the letters' log-probabilities differ from their logits by one constant per
 question, so the chosen letter and the softmax over letters are the same.
 
-With ``samples``, open-ended questions get a second request of ``n`` samples at the sample temperature and
-top-p, seeded per record (vLLM's per-request seed: a resumed run draws the same), whose prompt vLLM's
-prefix cache shares with the greedy request. vLLM's log-probs are the raw model's (its default
-``raw_logprobs``), as the local engine's are; the nucleus's largest log-prob per step, which only the
-reference's ``sampling-likelihood`` reads, is not returned, so that estimator refuses these samples.
+With ``samples``, each open-ended question also gets a request of ``n`` samples at the sample temperature and
+top-p, seeded per record (vLLM's per-request seed: a resumed run draws the same), sent in the same
+``generate`` call as the greedy requests, so vLLM's prefix cache shares each prompt. vLLM's log-probs are
+the raw model's (its default ``raw_logprobs``), as the local engine's are; the nucleus's largest log-prob
+per step, which only the reference's ``sampling-likelihood`` reads, is not returned, so that estimator
+refuses these samples.
 Multiple-choice samples are drawn from the letters' softmax exactly as the local engine draws them.
 """
 
@@ -99,57 +100,45 @@ class VllmAnswerer:
         return done
 
     def _decode(self, items: Sequence[Item]) -> list:
+        """Greedy answers, and with ``samples`` each question's seeded samples, in one ``generate`` call so
+        vLLM schedules them together and its prefix cache shares each prompt."""
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = SamplingParams(
-            temperature=0.0, max_tokens=self.config.max_new_tokens, logprobs=0, stop_token_ids=sorted(self.eos)
-        )
+        config, stop = self.config, sorted(self.eos)
         prompts = [TokensPrompt(prompt_token_ids=ids) for _, _, ids in items]
+        params = [SamplingParams(temperature=0.0, max_tokens=config.max_new_tokens, logprobs=0, stop_token_ids=stop)]
+        params *= len(items)
+        if config.samples:
+            prompts += prompts
+            params += [
+                SamplingParams(
+                    n=config.samples, temperature=config.sample_temperature, top_p=config.sample_top_p,
+                    seed=rng_for(config.seed, record.id, "samples").getrandbits(31),
+                    max_tokens=config.max_new_tokens, logprobs=0, stop_token_ids=stop,
+                )
+                for record, _, _ in items
+            ]  # fmt: skip
         outputs = self.llm.generate(prompts, params, use_tqdm=False)
-        drawn = self._samples(items, prompts) if self.config.samples else [None] * len(items)
         done = []
-        for (record, prompt, ids), output, samples in zip(items, outputs, drawn, strict=True):
-            (text, logprobs), generated = self._read(output.outputs[0])
+        for k, (record, prompt, ids) in enumerate(items):
+            text, logprobs = self._read(outputs[k].outputs[0])
             scores = {"token_logprobs": logprobs}
-            if samples is not None:
-                scores["samples"], scores["sampling"] = samples, self.config.sampling
-            done.append(answered_record(record, prompt, text, scores))
             self.stats.computed_tokens += len(ids)
             self.stats.generated_tokens += len(logprobs)
-            self.stats.wasted_decode_tokens += generated - len(logprobs)
+            if config.samples:
+                drawn = [self._read(completion) for completion in outputs[len(items) + k].outputs]
+                scores["samples"] = [{"text": said, "token_logprobs": kept} for said, kept in drawn]
+                scores["sampling"] = config.sampling
+                self.stats.sampled_tokens += sum(len(sample["token_logprobs"]) for sample in scores["samples"])
+            done.append(answered_record(record, prompt, text, scores))
         return done
 
-    def _read(self, completion) -> tuple[tuple[str, list[float]], int]:
-        """A completion's answer and its tokens' log-probs, cut by the local engine's rule, and its length."""
+    def _read(self, completion) -> tuple[str, list[float]]:
+        """A completion's answer and its tokens' log-probs, cut by the local engine's rule; the tokens cut
+        off count as wasted decoding."""
         tokens = list(completion.token_ids)
         logprobs = [step[token].logprob for token, step in zip(tokens, completion.logprobs, strict=True)]
         text, kept = answer_text(self.tokenizer, tokens, self.eos, self.config.stop)
-        return (text, logprobs[:kept]), len(tokens)
-
-    def _samples(self, items: Sequence[Item], prompts: list) -> list[list[dict]]:
-        from vllm import SamplingParams
-
-        config = self.config
-        params = [
-            SamplingParams(
-                n=config.samples,
-                temperature=config.sample_temperature,
-                top_p=config.sample_top_p,
-                seed=rng_for(config.seed, record.id, "samples").getrandbits(31),
-                max_tokens=config.max_new_tokens,
-                logprobs=0,
-                stop_token_ids=sorted(self.eos),
-            )
-            for record, _, _ in items
-        ]
-        drawn = []
-        for output in self.llm.generate(prompts, params, use_tqdm=False):
-            samples = []
-            for completion in output.outputs:
-                (text, logprobs), generated = self._read(completion)
-                samples.append({"text": text, "token_logprobs": logprobs})
-                self.stats.sampled_tokens += len(logprobs)
-                self.stats.wasted_decode_tokens += generated - len(logprobs)
-            drawn.append(samples)
-        return drawn
+        self.stats.wasted_decode_tokens += len(tokens) - kept
+        return text, logprobs[:kept]
