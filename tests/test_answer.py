@@ -10,7 +10,7 @@ from transformers.generation.logits_process import TemperatureLogitsWarper, TopP
 from selfknow.answer import AnswerConfig, answer_records
 from selfknow.data.journal import Journal
 from selfknow.data.records import LETTERS, read_records
-from selfknow.engine import Answerer, IncrementalText
+from selfknow.engine import IncrementalText, nucleus_logits
 from selfknow.models import load_model
 from selfknow.prompts import Prompter, PromptStyle, continuation_token
 from tests.conftest import make_records
@@ -182,7 +182,7 @@ def test_the_nucleus_is_transformers_top_p_without_sorting_the_vocabulary(top_p)
     flat = torch.randn(3, 5000) * 0.1  # nuclei of thousands of tokens: the full sort
     logits = torch.cat([peaked, flat])
     want = TopPLogitsWarper(top_p)(None, TemperatureLogitsWarper(0.8)(None, logits))
-    got = Answerer._warp(logits, 0.8, top_p)
+    got = nucleus_logits(logits, 0.8, top_p)
     assert torch.equal(torch.isinf(got), torch.isinf(want))
     torch.testing.assert_close(got[~torch.isinf(got)], want[~torch.isinf(want)])
     assert (~torch.isinf(got[:6])).sum(-1).max() < 256 < (~torch.isinf(got[6:])).sum(-1).min()

@@ -167,6 +167,25 @@ class LetterIds:
         return self._cache[key]
 
 
+def nucleus_logits(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
+    """Logits as nucleus sampling sees them: tempered, and -inf outside the top-p nucleus (the smallest
+    set of most likely tokens holding ``top_p`` of the mass, as transformers' TopPLogitsWarper keeps).
+    The nucleus is looked for among the top ``NUCLEUS_CANDIDATES`` tokens first, since sorting the whole
+    vocabulary for every sample at every step costs more than the model's forward pass on a CPU; rows
+    whose nucleus is wider fall back to the full sort."""
+    warped = TemperatureLogitsWarper(temperature)(None, logits.float())
+    if top_p >= 1:
+        return warped
+    top, index = warped.topk(min(NUCLEUS_CANDIDATES, warped.shape[-1]), dim=-1)
+    probs = (top - warped.logsumexp(-1, keepdim=True)).exp()
+    before = probs.cumsum(-1) - probs  # the mass of the more likely tokens
+    nucleus = torch.full_like(warped, -float("inf")).scatter(-1, index, top.masked_fill(before >= top_p, -float("inf")))
+    wide = before[:, -1] + probs[:, -1] < top_p
+    if wide.any():
+        nucleus[wide] = TopPLogitsWarper(top_p)(None, warped[wide])
+    return nucleus
+
+
 def seeded_generator(seed: int, *parts: object, device: torch.device | str = "cpu") -> torch.Generator:
     """A torch generator seeded by the run's seed and what is drawn (record id, lane, step)."""
     return torch.Generator(device=device).manual_seed(rng_for(seed, *parts).getrandbits(63))
@@ -176,7 +195,7 @@ def sample_letters(record: Record, letter_logits: torch.Tensor, config: AnswerCo
     """Sampled letters: draws from the letters' softmax, warped as open-ended samples are, so sampling
     estimators read a multiple-choice record as they read an open-ended one (one step per sample). Seeded by
     the record id and the sample's number, so every engine that reads the same letter logits draws alike."""
-    warped = Answerer._warp(letter_logits[None], config.sample_temperature, config.sample_top_p)[0]
+    warped = nucleus_logits(letter_logits[None], config.sample_temperature, config.sample_top_p)[0]
     raw, kept = letter_logits.log_softmax(-1), warped.log_softmax(-1)
     top, samples = float(kept.max()), []
     for j in range(1, config.samples + 1):
@@ -294,27 +313,6 @@ class Answerer:
         scores = out.logits[:, -1].float().log_softmax(-1)[:, list(self.config.cue_read)]
         return scores.tolist()
 
-    @staticmethod
-    def _warp(logits: torch.Tensor, temperature: float, top_p: float) -> torch.Tensor:
-        """Logits as nucleus sampling sees them: tempered, and -inf outside the top-p nucleus (the smallest
-        set of most likely tokens holding ``top_p`` of the mass, as transformers' TopPLogitsWarper keeps).
-        The nucleus is looked for among the top ``NUCLEUS_CANDIDATES`` tokens first, since sorting the whole
-        vocabulary for every sample at every step costs more than the model's forward pass on a CPU; rows
-        whose nucleus is wider fall back to the full sort."""
-        warped = TemperatureLogitsWarper(temperature)(None, logits.float())
-        if top_p >= 1:
-            return warped
-        top, index = warped.topk(min(NUCLEUS_CANDIDATES, warped.shape[-1]), dim=-1)
-        probs = (top - warped.logsumexp(-1, keepdim=True)).exp()
-        before = probs.cumsum(-1) - probs  # the mass of the more likely tokens
-        nucleus = torch.full_like(warped, -float("inf")).scatter(
-            -1, index, top.masked_fill(before >= top_p, -float("inf"))
-        )
-        wide = before[:, -1] + probs[:, -1] < top_p
-        if wide.any():
-            nucleus[wide] = TopPLogitsWarper(top_p)(None, warped[wide])
-        return nucleus
-
     def _generator(self, *parts: object, device: torch.device | str = "cpu") -> torch.Generator:
         return seeded_generator(self.config.seed, *parts, device=device)
 
@@ -336,7 +334,7 @@ class Answerer:
         tops, picks = logprobs.max(-1)
         main = [j for j, (_, lane) in enumerate(lanes) if lane == 0]
         if config.temperature > 0 and main:
-            warped = self._warp(logits[main], config.temperature, config.top_p)
+            warped = nucleus_logits(logits[main], config.temperature, config.top_p)
             tops[main] = warped.log_softmax(-1).max(-1).values
             probs = warped.softmax(-1).cpu()
             for k, j in enumerate(main):
@@ -344,7 +342,7 @@ class Answerer:
                 picks[j] = int(torch.multinomial(probs[k], 1, generator=generator))
         samples = [j for j, (_, lane) in enumerate(lanes) if lane > 0]
         if samples:
-            warped = self._warp(logits[samples], config.sample_temperature, config.sample_top_p)
+            warped = nucleus_logits(logits[samples], config.sample_temperature, config.sample_top_p)
             tops[samples] = warped.log_softmax(-1).max(-1).values
             noise = torch.stack(
                 [
