@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("first")
     parser.add_argument("others", nargs="+")
     parser.add_argument("--boot", type=int, default=2000)
+    parser.add_argument("--out", type=Path, help="where the differences go (default: RUN/evaluation/differences.json)")
     args = parser.parse_args()
     config = RunConfig.from_file(args.run / "config.json")
     test = read_records(args.run / "scores" / "test.jsonl")
@@ -82,7 +83,7 @@ def main() -> None:
         side, pair = key.split(": ")
         cells = [f"{v:+.3f} [{lo:+.3f}, {hi:+.3f}]" for v, lo, hi in rows.values()]
         print(f"| {side} ({len(sides[side])}) | {pair} | " + " | ".join(cells) + " |")
-    out = args.run / "evaluation" / "differences.json"
+    out = args.out or args.run / "evaluation" / "differences.json"
     out.write_text(json.dumps(summary, indent=2) + "\n")
 
 
