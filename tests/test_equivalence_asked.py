@@ -96,11 +96,14 @@ def test_semantic_entropy_with_an_endpoint_judge_equals_the_hand_computed_value(
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
-def test_the_runs_own_model_can_judge_locally(tiny_qwen_dir, dtype):
+def test_the_runs_own_model_can_judge_locally(tiny_qwen_dir, tmp_path, dtype):
     model, tokenizer = load_model(str(tiny_qwen_dir), dtype=dtype)
-    context = Context(str(tiny_qwen_dir), model=model, tokenizer=tokenizer, progress=False)
+    context = Context(str(tiny_qwen_dir), model=model, tokenizer=tokenizer, cache_dir=tmp_path, progress=False)
     scores = ESTIMATORS["semantic-entropy-weighted"](equivalence="judge").score([PARIS], context)
     assert 0.0 <= scores[0] <= 1.0  # a random model's verdicts: a probability, from one loaded model
+    (kept,) = (tmp_path / "equivalence").glob("judge-*.jsonl")
+    asked = [json.loads(line) for line in kept.read_text().splitlines()]
+    assert ("Paris", "It is Paris.") in [(row["a"], row["b"]) for row in asked]  # the model was asked
 
 
 def test_judge_settings_belong_to_the_judge_rule():
