@@ -307,3 +307,18 @@ def test_held_out_families_are_never_fitted_on_choose_the_served_estimator_and_a
     assert summary["metrics"]["probe"]["within_task_auroc"]["value"] == pytest.approx(by_family)
     with pytest.raises(SelfknowError, match="no question of the held-out family toy9"):
         Run(tmp_path / "other", replace(settings, hold_out=["toy9"]), progress=False).run()
+
+
+def test_an_estimator_that_platt_scaling_reverses_is_named_in_the_report(tiny_llama_dir, dataset, tmp_path):
+    cheap = replace(config(tiny_llama_dir, dataset), estimators=["constant", "dataset-accuracy", "likelihood"])
+    run = Run(tmp_path / "run", cheap, progress=False)
+    run.run()
+    assert "reversed_by_platt" not in json.loads((tmp_path / "run" / "evaluation" / "metrics.json").read_text())
+    scalers_path = tmp_path / "run" / "estimators" / "likelihood" / "scalers.json"
+    scalers = json.loads(scalers_path.read_text())
+    scalers["platt"]["a"] = -abs(scalers["platt"]["a"]) - 0.5  # as a fit on backwards-ranking scores leaves it
+    scalers_path.write_text(json.dumps(scalers))
+    summary = run.evaluate()
+    assert summary["reversed_by_platt"] == {"likelihood": scalers["platt"]["a"]}
+    report = (tmp_path / "run" / "evaluation" / "report.md").read_text()
+    assert "## Reversed by Platt scaling" in report and "**likelihood**: Platt slope -" in report

@@ -53,6 +53,16 @@ def test_scaling_leaves_auroc_unchanged(method):
     assert roc_auc_score(y, scaled) == pytest.approx(roc_auc_score(y, p), abs=1e-12)
 
 
+def test_platt_reverses_an_estimator_that_ranks_backwards_and_temperature_does_not():
+    p, y = synthetic(n=2000)
+    backwards = 1.0 - p
+    platt = fit_scaler("platt", backwards, y)
+    assert platt.a < 0
+    assert roc_auc_score(y, platt.apply(backwards)) == pytest.approx(1.0 - roc_auc_score(y, backwards), abs=1e-12)
+    temperature = fit_scaler("temperature", backwards, y)
+    assert roc_auc_score(y, temperature.apply(backwards)) == pytest.approx(roc_auc_score(y, backwards), abs=1e-12)
+
+
 def test_platt_turns_an_uninformative_estimator_into_the_base_rate():
     rng = np.random.default_rng(1)
     p, y = rng.random(5000), (rng.random(5000) < 0.3).astype(float)

@@ -19,7 +19,7 @@ import math
 import platform
 import subprocess
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from functools import cached_property
@@ -502,13 +502,29 @@ class Run:
             "costs": self.costs(records),
             "metrics": results,
         }
+        reversed_by_platt = self.reversed_by_platt()
+        if reversed_by_platt:
+            summary["reversed_by_platt"] = reversed_by_platt
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "metrics.json", summary, default=float)
         write_report(
             out, results, scores, correct, groups, title=title, plotted=_plotted(names, best),
-            sections=sections(results) if sections else (), costs=summary["costs"],
+            sections=[*(sections(results) if sections else ()), *_reversal_section(reversed_by_platt)],
+            costs=summary["costs"],
         )  # fmt: skip
         return summary
+
+    def reversed_by_platt(self) -> dict[str, float]:
+        """Estimators whose Platt scaler has a negative slope, by that slope: on the validation questions
+        their raw score ranked answers backwards, so ``name+platt`` ranks them the other way round."""
+        out = {}
+        for name in self.config.estimators:
+            path = self.estimator_dir(name) / "scalers.json"
+            if path.exists():
+                slope = read_json(path, "scalers")["platt"]["a"]
+                if slope < 0:
+                    out[name] = float(slope)
+        return out
 
     def transfer(
         self,
@@ -570,6 +586,17 @@ OUT_OF_FAMILY = ("accuracy", "auroc", "ece", "brier")  # repeated beside the in-
 def _variants(name: str, raw: np.ndarray, scalers: dict[str, Any]) -> dict[str, np.ndarray]:
     raw = np.clip(np.asarray(raw, dtype=float), 0.0, 1.0)
     return {name: raw} | {f"{name}+{m}": scaler_from_dict(s).apply(raw) for m, s in scalers.items()}
+
+
+def _reversal_section(reversed_by_platt: Mapping[str, float]) -> list[str]:
+    if not reversed_by_platt:
+        return []
+    lines = [
+        f"- **{name}**: Platt slope {slope:.2f}; its raw score ranked answers backwards on the validation "
+        f"questions, so {name}+platt ranks them the other way round (its AUROC is about 1 minus the raw one)."
+        for name, slope in reversed_by_platt.items()
+    ]
+    return ["## Reversed by Platt scaling", "\n".join(lines)]
 
 
 def _plotted(names: Sequence[str], best: str) -> list[str]:

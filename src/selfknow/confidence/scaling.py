@@ -7,9 +7,11 @@ probabilities of exactly 0 or 1 (an empty answer's likelihood) stay finite:
   (NLL) of the labels over log T;
 - Platt scaling, p' = σ(a·z + b), found by (nearly unregularized) logistic regression of the labels on z.
 
-Both maps are monotone increasing, so neither can change AUROC or any other ranking metric: they
-fix how confident an estimator says it is, not how well it separates right from wrong. That cuts both
-ways: scaling can make a useless estimator look calibrated (a constant near the accuracy has ECE near
+Temperature scaling is monotone increasing, and so is Platt scaling whenever its slope a is positive:
+then neither changes AUROC or any other ranking metric; they fix how confident an estimator says it is,
+not how well it separates right from wrong. A negative a (an estimator that ranks the validation answers
+backwards) reverses the ranking, so AUROC becomes 1 minus the raw one; run reports name such estimators.
+Scaling cuts both ways: scaling can make a useless estimator look calibrated (a constant near the accuracy has ECE near
 0 and AUROC 0.5), so a scaled estimator's ECE means something only beside its AUROC and Brier score.
 Platt's shift b also moves the decision point, which temperature (fixed at p = 0.5) cannot.
 """
