@@ -81,6 +81,20 @@ def test_a_number_spelled_in_words_or_as_an_ordinal_counts(output, correct):
     assert grade_record(oe("In which period of the periodic table is lithium?", "2", output)).correct is correct
 
 
+@pytest.mark.parametrize(
+    ("output", "correct"),
+    [
+        ("Period one", True),
+        ("It is in the first period, the one with hydrogen.", True),
+        ("It is one of the noble gases.", False),
+        ("The one in the top row.", False),
+        ("No one has measured it.", False),
+    ],
+)
+def test_one_as_a_pronoun_is_not_the_number_one(output, correct):
+    assert grade_record(oe("In which period of the periodic table is helium?", "1", output)).correct is correct
+
+
 def test_numbers_are_graded_on_the_last_number():
     question = "What is 211 + 943?"
     assert grade_record(oe(question, "1154", "211 + 943 = 1,154")).correct is True

@@ -52,6 +52,11 @@ _WORD_NUMBERS = {
     for word in words
 }  # fmt: skip
 _NUMBER_WORD = re.compile(r"\b(" + "|".join(_WORD_NUMBERS) + r")\b", re.IGNORECASE)
+# "one" as a pronoun names no number: "one of the noble gases", "the one in group 18", "no one knows".
+_PRONOUN_ONE = re.compile(
+    r"\b(?:(?:the|no|this|that|which|each|every|any|some|another)\s+one|one\s+(?:of|another|who|which|that))\b",
+    re.IGNORECASE,
+)
 
 
 def normalize(text: str) -> str:
@@ -111,10 +116,10 @@ def parse_number(text: str) -> float | None:
 
 def numeric_match(record: Record) -> bool:
     """The last number of the output equals the gold; an output without digits may spell its number in words,
-    cardinal or ordinal up to 18 ("the second period" for a gold of 2)."""
+    cardinal or ordinal up to 18 ("the second period" for a gold of 2), "one" only where it is not a pronoun."""
     output = record.output or ""
     if not any(c.isdigit() for c in output):
-        output = _NUMBER_WORD.sub(lambda m: _WORD_NUMBERS[m.group(1).lower()], output)
+        output = _NUMBER_WORD.sub(lambda m: _WORD_NUMBERS[m.group(1).lower()], _PRONOUN_ONE.sub(" ", output))
     numbers = _NUMBER.findall(output)
     if not numbers:
         return False
