@@ -300,7 +300,7 @@ def test_backtranslate_cli_runs_every_stage_and_resumes(tiny_llama_dir, tmp_path
             "--labelled", "25", "--bootstrap", "20", "--reading", "rank",
             "--rating-prompt", "score-first", "--rating-tokens", "6"]  # fmt: skip
     cli = CliRunner()
-    result = cli.invoke(app, args)
+    result = cli.invoke(app, [*args, "--gradient-checkpointing"])  # a way of training, not a setting of the run
     assert result.exit_code == 0, result.output
     config = json.loads((run / "config.json").read_text())
     assert config["rating_prompt"] == "score-first" and config["rating_tokens"] == 6

@@ -26,12 +26,21 @@ def _index_args(run, model) -> list[str]:
     return args + ["--estimators", "dataset-accuracy", "--confidence", "dataset-accuracy", "--bootstrap", "50"]
 
 
-def test_rag_cli_runs_every_stage_resumes_and_answers(tiny_llama_dir, tmp_path):
+def test_rag_cli_runs_every_stage_resumes_and_answers(tiny_llama_dir, tmp_path, monkeypatch):
+    import selfknow.rag.train as train_module
+
+    checkpointing = []
+    fit = train_module.fit
+    monkeypatch.setattr(
+        train_module, "fit", lambda *a, **k: checkpointing.append(k["gradient_checkpointing"]) or fit(*a, **k)
+    )
     run = tmp_path / "rag"
     cli = CliRunner()
-    for args in (_index_args(run, tiny_llama_dir), ["rag", "train", str(run)], ["rag", "evaluate", str(run)]):
+    train = ["rag", "train", str(run), "--gradient-checkpointing"]
+    for args in (_index_args(run, tiny_llama_dir), train, ["rag", "evaluate", str(run)]):
         result = cli.invoke(app, args)
         assert result.exit_code == 0, result.output
+    assert checkpointing == [True]
     for path in ("index/index.json", "questions.jsonl", "retrieved.json", "calibration/scores/test.jsonl"):
         assert (run / path).exists(), path
     assert (run / "adapter" / "adapter_model.safetensors").stat().st_size < 5_000_000  # no full embedding saved

@@ -70,3 +70,25 @@ def test_quirky_model_trains_and_is_read_in_bfloat16(tiny_llama_dir, tmp_path):
     assert all(0 <= v <= 1 for v in numbers["agreement_on_test"].values())
     _, arrays = run.load_features("test")
     assert all(torch.isfinite(torch.as_tensor(a)).all() for a in arrays.values())
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_activation_checkpointing_recomputes_the_layers_and_trains_the_same_adapter(tiny_llama_dir, dtype):
+    from selfknow.backtranslate.tuning import LoraSettings, backward_rows, train_lora
+
+    adapters, calls = [], []
+    pairs = [(f"Explain item {i}.", f"Item {i} is a thing that does {i * 3} jobs.") for i in range(8)]
+    settings = LoraSettings(epochs=2.0, lr=5e-3, batch_size=4)
+    for checkpointing in (False, True):
+        model, tokenizer = load_model(str(tiny_llama_dir), dtype=dtype, device="cpu")
+        calls.append(0)
+        model.model.layers[0].mlp.act_fn.register_forward_hook(lambda *_: calls.__setitem__(-1, calls[-1] + 1))
+        rows = backward_rows(tokenizer, pairs, max_response_tokens=32)
+        peft_model, _ = train_lora(model, tokenizer, rows, settings, gradient_checkpointing=checkpointing)
+        adapters.append({n: p.detach().float().clone() for n, p in peft_model.named_parameters() if "lora_" in n})
+        assert not any(getattr(layer, "gradient_checkpointing", False) for layer in model.model.layers)
+    assert calls == [4, 8]  # 4 steps; with checkpointing each layer runs again in every backward pass
+    assert adapters[0].keys() == adapters[1].keys()
+    assert any(w.abs().max() > 1e-3 for n, w in adapters[0].items() if "lora_B" in n)  # B starts at zero: it learned
+    for name, weight in adapters[0].items():  # the same seeded dropout masks, replayed: bit-identical on the CPU
+        torch.testing.assert_close(adapters[1][name], weight, rtol=0, atol=0)

@@ -85,11 +85,14 @@ def fit(
     progress: bool = False,
     trainer_class: type[MaskedTrainer] = MaskedTrainer,
     checkpoints: Path | None = None,
+    gradient_checkpointing: bool = False,
     **trainer_attributes,
 ) -> dict:
     """Train ``peft_model``'s trainable parameters on ``rows`` (linear decay, 3% warm-up, batches of similar
     length); returns the run's numbers. ``trainer_attributes`` are set on the trainer before training. With a
-    ``checkpoints`` folder, a killed training resumes from its last checkpoint there."""
+    ``checkpoints`` folder, a killed training resumes from its last checkpoint there. ``gradient_checkpointing``
+    keeps only each layer's input for the backward pass and recomputes the rest: activation memory falls to
+    about one layer's worth for roughly a third more compute (transformers' own, non-reentrant variant)."""
     with training_folder(checkpoints) as scratch:
         steps = math.ceil(len(rows) / batch_size) * epochs
         args = training_arguments(
@@ -97,6 +100,8 @@ def fit(
             lr_scheduler_type="linear",
             warmup_steps=int(0.03 * steps),
             train_sampling_strategy="group_by_length",  # batches of similar length: little padding
+            activation_checkpointing=gradient_checkpointing,
+            activation_checkpointing_kwargs={"use_reentrant": False} if gradient_checkpointing else None,
         )  # fmt: skip
         trainer = trainer_class(
             model=peft_model, args=args, train_dataset=Rows(rows), data_collator=collate_rows(pad_id)
@@ -105,6 +110,8 @@ def fit(
             setattr(trainer, name, value)
         quiet(trainer)
         result = train_resuming(trainer, checkpoints is not None)
+    if gradient_checkpointing:
+        peft_model.get_base_model().activation_checkpointing_disable()  # the model goes on to generate
     peft_model.eval()
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     return {

@@ -129,8 +129,17 @@ def pool_segments(source: str) -> list[Segment]:
 
 
 class BacktranslateRun:
-    def __init__(self, directory: str | Path, config: BacktranslateConfig | None = None, *, progress: bool = True):
-        self.dir, self.progress = Path(directory), progress
+    def __init__(
+        self,
+        directory: str | Path,
+        config: BacktranslateConfig | None = None,
+        *,
+        progress: bool = True,
+        gradient_checkpointing: bool = False,
+    ):
+        """``gradient_checkpointing`` trades compute for training memory (:func:`selfknow.sft.fit`); it is not
+        a setting of the run, since the trained adapters are the same either way."""
+        self.dir, self.progress, self.gradient_checkpointing = Path(directory), progress, gradient_checkpointing
         self.config = settled_config(self.dir, config, BacktranslateConfig.from_file, "a backtranslation run")
         self._model = None
 
@@ -206,8 +215,9 @@ class BacktranslateRun:
         lora = LoraSettings(**{**settings, "targets": tuple(settings["targets"]), "seed": self.config.seed})
         with removed_after_saving(self.dir / CHECKPOINTS / name) as checkpoints:
             peft_model, numbers = train_lora(
-                model, tokenizer, rows, lora, progress=self.progress, checkpoints=checkpoints
-            )
+                model, tokenizer, rows, lora, progress=self.progress, checkpoints=checkpoints,
+                gradient_checkpointing=self.gradient_checkpointing,
+            )  # fmt: skip
             self._record("training.json", name, numbers)  # before the adapter, whose presence marks the stage done
             with tempfile.TemporaryDirectory(dir=self.dir) as scratch:
                 peft_model.save_pretrained(scratch)

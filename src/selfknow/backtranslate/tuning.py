@@ -91,10 +91,11 @@ def train_lora(
     *,
     progress: bool = False,
     checkpoints: Path | None = None,
+    gradient_checkpointing: bool = False,
 ):
     """A fresh LoRA adapter on ``model`` trained on ``rows`` (resuming from ``checkpoints`` when a killed run
-    left one); returns (peft_model, numbers). ``peft_model.unload()`` gives the untouched base model back for
-    the next adapter."""
+    left one; ``gradient_checkpointing``: see :func:`selfknow.sft.fit`); returns (peft_model, numbers).
+    ``peft_model.unload()`` gives the untouched base model back for the next adapter."""
     config = LoraConfig(
         r=settings.r,
         lora_alpha=settings.alpha,
@@ -108,7 +109,7 @@ def train_lora(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     numbers = fit(
         peft_model, rows, pad_id=pad, batch_size=settings.batch_size, epochs=settings.epochs, lr=settings.lr,
-        seed=settings.seed, progress=progress, checkpoints=checkpoints,
+        seed=settings.seed, progress=progress, checkpoints=checkpoints, gradient_checkpointing=gradient_checkpointing,
     )  # fmt: skip
     return peft_model, {**numbers, "settings": settings.to_dict()}
 

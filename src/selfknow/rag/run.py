@@ -83,8 +83,17 @@ class RagConfig:
 
 
 class RagRun:
-    def __init__(self, directory: str | Path, config: RagConfig | None = None, *, progress: bool = True):
-        self.dir, self.progress = Path(directory), progress
+    def __init__(
+        self,
+        directory: str | Path,
+        config: RagConfig | None = None,
+        *,
+        progress: bool = True,
+        gradient_checkpointing: bool = False,
+    ):
+        """``gradient_checkpointing`` trades compute for training memory (:func:`selfknow.sft.fit`); it is not
+        a setting of the run, since the trained adapter is the same either way."""
+        self.dir, self.progress, self.gradient_checkpointing = Path(directory), progress, gradient_checkpointing
         self.config = settled_config(self.dir, config, RagConfig.from_file, "a Self-RAG run")
         self._index: Index | None = None
 
@@ -180,8 +189,9 @@ class RagRun:
         config = GeneratorConfig(**{**self.config.generator, "seed": self.config.seed})
         with removed_after_saving(self.dir / CHECKPOINTS) as checkpoints:
             peft_model, numbers = train_generator(
-                model, tokenizer, examples, config, progress=self.progress, checkpoints=checkpoints
-            )
+                model, tokenizer, examples, config, progress=self.progress, checkpoints=checkpoints,
+                gradient_checkpointing=self.gradient_checkpointing,
+            )  # fmt: skip
             with tempfile.TemporaryDirectory(dir=self.dir) as scratch:
                 save_reflection_adapter(peft_model, tokenizer, scratch)
                 place_folder(scratch, self.dir / "adapter")

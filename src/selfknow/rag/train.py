@@ -58,9 +58,11 @@ def train_generator(
     *,
     progress: bool = False,
     checkpoints: Path | None = None,
+    gradient_checkpointing: bool = False,
 ):
     """Add the reflection tokens, wrap the model in a fresh LoRA adapter and train it on ``examples``
-    (resuming from ``checkpoints`` when a killed run left one); returns (peft_model, numbers)."""
+    (resuming from ``checkpoints`` when a killed run left one; ``gradient_checkpointing``: see
+    :func:`selfknow.sft.fit`); returns (peft_model, numbers)."""
     ids = add_reflection_tokens(model, tokenizer)
     rows = [encode(tokenizer, e) for e in examples]
     too_long = sum(len(r[0]) > config.max_tokens for r in rows)
@@ -74,6 +76,6 @@ def train_generator(
     numbers = fit(
         peft_model, rows, pad_id=pad, batch_size=config.batch_size, epochs=config.epochs, lr=config.lr,
         seed=config.seed, progress=progress, trainer_class=GeneratorTrainer, checkpoints=checkpoints,
-        token_lr_scale=config.token_lr_scale,
+        token_lr_scale=config.token_lr_scale, gradient_checkpointing=gradient_checkpointing,
     )  # fmt: skip
     return peft_model, {**numbers, "refused_too_long": too_long, "config": config.to_dict()}
