@@ -19,6 +19,11 @@ every comparison run the same weights on the same rows. Each side is timed once 
 - ct-training: calibration tuning on every layer (the base pass that caches the regularizer's top-k,
   then one epoch) against plain PEFT LoRA (same rank, alpha, targets) and AdamW with a causal-LM loss
   on the same queries in batches of the same size.
+- sft-training: the masked trainer behind Self-RAG and backtranslation (``selfknow.sft.fit``: logits only
+  where a token is taught) against plain PEFT LoRA (r 8, q/k/v/o) and AdamW with the model's own loss
+  (logits at every position), on the same rows (the last quarter of each taught) in batches of 8;
+  sft-training-checkpointed: both with transformers' activation checkpointing. Peak memory on a GPU
+  shows what checkpointing saves.
 - estimators: every registered estimator but ``encoder`` (a separate package) fitted and scored on
   small graded sets; "ok" or the error's first line.
 
@@ -74,6 +79,7 @@ from selfknow.data.records import Record
 from selfknow.engine import eos_ids, left_pad
 from selfknow.models import ALIASES, load_model, resolve_dtype
 from selfknow.prompts import Prompter, PromptStyle
+from selfknow.sft import IGNORE_INDEX, Row, collate_rows, fit
 
 SHAPES = {
     "llama2-7b": dict(
@@ -83,10 +89,11 @@ SHAPES = {
         hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2
     ),
 }
-SIZES = {  # rows, max_new_tokens, train_rows, estimator_rows
-    "llama2-7b": (64, 32, 64, 64),
-    "tiny": (8, 8, 16, 16),
+SIZES = {  # rows, max_new_tokens, train_rows, estimator_rows, sft_tokens
+    "llama2-7b": (64, 32, 64, 64, 512),
+    "tiny": (8, 8, 16, 16, 32),
 }
+SFT_BATCH = 8
 SKIPPED_ESTIMATORS = ("encoder",)
 
 
@@ -370,6 +377,50 @@ class Workloads:
         tokens = sum(len(q.ids) for q in queries)
         return {"ct-training": compare(selfknow_side, plain_side, tokens, self.forward_floor(tokens, passes=4))}
 
+    def sft_rows(self, n: int, length: int) -> list[Row]:
+        """``n`` rows of ``length`` random tokens whose last quarter is taught (a prompt, then its answer)."""
+        vocab, taught = len(self.tokenizer), max(1, length // 4)
+        rows = [[self.rng.randrange(100, vocab - 100) for _ in range(length)] for _ in range(n)]
+        return [(ids, [IGNORE_INDEX] * (length - taught) + ids[-taught:]) for ids in rows]
+
+    def sft_training(self, rows: Sequence[Row]) -> dict:
+        lora = peft.LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
+        collate, tokens, results = collate_rows(self.pad), sum(len(ids) for ids, _ in rows), {}
+        for name, checkpointing in (("sft-training", False), ("sft-training-checkpointed", True)):
+            peft_model = get_peft_model(self.model, lora)
+
+            def selfknow(part: Sequence[Row], model=peft_model, checkpointing=checkpointing) -> None:
+                settings = dict(batch_size=SFT_BATCH, epochs=1, lr=1e-4, seed=0, gradient_checkpointing=checkpointing)
+                fit(model, part, pad_id=self.pad, **settings)
+
+            try:
+                selfknow_side, _ = measure(lambda: selfknow(rows), self.device, lambda: selfknow(rows[:SFT_BATCH]))
+            finally:
+                peft_model.unload()
+            plain_model = get_peft_model(self.model, lora)
+            if checkpointing:
+                plain_model.get_base_model().activation_checkpointing_enable({"use_reentrant": False})
+            optimizer = torch.optim.AdamW([p for p in plain_model.parameters() if p.requires_grad], lr=1e-4)
+
+            def plain(part: Sequence[Row], model=plain_model, optimizer=optimizer) -> None:
+                model.train()
+                for i in range(0, len(part), SFT_BATCH):
+                    items = [{"input_ids": ids, "labels": labels} for ids, labels in part[i : i + SFT_BATCH]]
+                    batch = {k: v.to(self.device) for k, v in collate(items).items()}
+                    model(**batch).loss.backward()
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+
+            try:
+                plain_side, _ = measure(lambda: plain(rows), self.device, lambda: plain(rows[:SFT_BATCH]))
+            finally:
+                if checkpointing:
+                    plain_model.get_base_model().activation_checkpointing_disable()
+                plain_model.unload()
+                self.model.eval()
+            results[name] = compare(selfknow_side, plain_side, tokens, self.forward_floor(tokens, passes=4))
+        return results
+
     def estimators(self, rows: int, prompt_tokens: int) -> dict[str, dict]:
         """Fit and score each estimator on answered records graded alternately right and wrong (both
         classes in every split); LoRA estimators train one epoch on at most half the layers."""
@@ -440,12 +491,14 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--max-new-tokens", type=int, help="tokens decoded per open-ended row (32; tiny: 8)")
     parser.add_argument("--train-rows", type=int, help="queries of the training workload (64; tiny: 16)")
     parser.add_argument("--estimator-rows", type=int, help="records per estimator, split 2:1:1 (64; tiny: 16)")
+    parser.add_argument("--sft-tokens", type=int, help="tokens per row of the sft workloads (512; tiny: 32)")
     parser.add_argument("--estimators", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--workloads", help="comma-separated workloads to run (default: all)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench/results/gpu.json"))
     args = parser.parse_args(argv)
-    sizes = dict(zip(("rows", "max_new_tokens", "train_rows", "estimator_rows"), SIZES[args.shape], strict=True))
+    names = ("rows", "max_new_tokens", "train_rows", "estimator_rows", "sft_tokens")
+    sizes = dict(zip(names, SIZES[args.shape], strict=True))
     for name, default in sizes.items():
         if getattr(args, name) is None:
             setattr(args, name, default)
@@ -469,6 +522,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "oe-decode": lambda: bench.oe_decode(bench.records(rows, "oe", prompt_tokens, "oe"), args.max_new_tokens),
         "probe-features": lambda: bench.probe_features(queries(rows, "probe")),
         "ct-training": lambda: bench.ct_training(queries(args.train_rows, "train")),
+        "sft-training": lambda: bench.sft_training(bench.sft_rows(args.train_rows, args.sft_tokens)),
     }
     chosen = [w.strip() for w in args.workloads.split(",")] if args.workloads else list(runs)
     unknown = sorted(set(chosen) - set(runs))
@@ -502,7 +556,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "shape": args.model or args.shape,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
         "parameters": bench.counts,
-        "settings": {k: getattr(args, k) for k in ("rows", "prompt_tokens", "max_new_tokens", "train_rows")},
+        "settings": {
+            k: getattr(args, k) for k in ("rows", "prompt_tokens", "max_new_tokens", "train_rows", "sft_tokens")
+        },
         "matmul_peak_tflops": peak / 1e12,
         "bandwidth_gb_per_s": bench.bandwidth / 1e9,
         "peak_memory_gb": (

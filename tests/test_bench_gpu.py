@@ -18,7 +18,10 @@ from selfknow.confidence import ESTIMATORS
 from selfknow.models import ALIASES
 
 ROOT = Path(__file__).resolve().parents[1]
-WORKLOADS = {"choice-prefill", "oe-decode", "oe-decode-static", "probe-features", "ct-training"}
+WORKLOADS = {
+    "choice-prefill", "oe-decode", "oe-decode-static", "probe-features", "ct-training", "sft-training",
+    "sft-training-checkpointed",
+}  # fmt: skip
 
 
 def run_bench(out: Path) -> dict:
