@@ -11,8 +11,9 @@ Temperature scaling is monotone increasing, and so is Platt scaling whenever its
 then neither changes AUROC or any other ranking metric; they fix how confident an estimator says it is,
 not how well it separates right from wrong. A negative a (an estimator that ranks the validation answers
 backwards) reverses the ranking, so AUROC becomes 1 minus the raw one; run reports name such estimators.
-Scaling cuts both ways: scaling can make a useless estimator look calibrated (a constant near the accuracy has ECE near
-0 and AUROC 0.5), so a scaled estimator's ECE means something only beside its AUROC and Brier score.
+Scaling cuts both ways: it can make a useless estimator look calibrated (a constant near the accuracy has
+ECE near 0 and AUROC 0.5), so a scaled estimator's ECE means something only beside its AUROC and Brier
+score.
 Platt's shift b also moves the decision point, which temperature (fixed at p = 0.5) cannot.
 """
 
