@@ -113,14 +113,12 @@ def main() -> None:
     passed += ["--steps", str(args.steps), "--seed", str(args.seed), "--device", args.device]
     results = []
     for variant in VARIANTS:
-        line = (
-            subprocess.run(
-                [sys.executable, __file__, *passed, "--variant", variant], check=True, capture_output=True, text=True
-            )
-            .stdout.strip()
-            .splitlines()[-1]
-        )
-        results.append(json.loads(line))
+        done = subprocess.run([sys.executable, __file__, *passed, "--variant", variant], capture_output=True, text=True)
+        if done.returncode == 0:
+            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        else:  # killed for memory (-9) is a result too
+            reason = (done.stderr.strip().splitlines() or [""])[-1]
+            results.append({"variant": variant, "error": f"exit {done.returncode} {reason}".strip()})
         print(json.dumps(results[-1]), flush=True)
     summary = {"settings": {k: v for k, v in vars(args).items() if k not in ("variant", "out")}, "results": results}
     if args.out:
