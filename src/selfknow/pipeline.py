@@ -521,9 +521,9 @@ class Run:
         for name in self.config.estimators:
             path = self.estimator_dir(name) / "scalers.json"
             if path.exists():
-                slope = read_json(path, "scalers")["platt"]["a"]
-                if slope < 0:
-                    out[name] = float(slope)
+                platt = scaler_from_dict(read_json(path, "scalers")["platt"])
+                if platt.a < 0:
+                    out[name] = platt.a
         return out
 
     def transfer(
