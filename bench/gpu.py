@@ -79,7 +79,8 @@ from selfknow.data.records import Record
 from selfknow.engine import eos_ids, left_pad
 from selfknow.models import ALIASES, load_model, resolve_dtype
 from selfknow.prompts import Prompter, PromptStyle
-from selfknow.sft import IGNORE_INDEX, Row, collate_rows, fit
+from selfknow.sft import Row, collate_rows, fit
+from training_memory import taught_rows  # bench/, the folder this script runs from
 
 SHAPES = {
     "llama2-7b": dict(
@@ -377,12 +378,6 @@ class Workloads:
         tokens = sum(len(q.ids) for q in queries)
         return {"ct-training": compare(selfknow_side, plain_side, tokens, self.forward_floor(tokens, passes=4))}
 
-    def sft_rows(self, n: int, length: int) -> list[Row]:
-        """``n`` rows of ``length`` random tokens whose last quarter is taught (a prompt, then its answer)."""
-        vocab, taught = len(self.tokenizer), max(1, length // 4)
-        rows = [[self.rng.randrange(100, vocab - 100) for _ in range(length)] for _ in range(n)]
-        return [(ids, [IGNORE_INDEX] * (length - taught) + ids[-taught:]) for ids in rows]
-
     def sft_training(self, rows: Sequence[Row]) -> dict:
         lora = peft.LoraConfig(r=8, lora_alpha=32, target_modules=["q_proj", "k_proj", "v_proj", "o_proj"])
         collate, tokens, results = collate_rows(self.pad), sum(len(ids) for ids, _ in rows), {}
@@ -522,7 +517,9 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "oe-decode": lambda: bench.oe_decode(bench.records(rows, "oe", prompt_tokens, "oe"), args.max_new_tokens),
         "probe-features": lambda: bench.probe_features(queries(rows, "probe")),
         "ct-training": lambda: bench.ct_training(queries(args.train_rows, "train")),
-        "sft-training": lambda: bench.sft_training(bench.sft_rows(args.train_rows, args.sft_tokens)),
+        "sft-training": lambda: bench.sft_training(
+            taught_rows(len(tokenizer), args.train_rows, args.sft_tokens, args.seed)
+        ),
     }
     chosen = [w.strip() for w in args.workloads.split(",")] if args.workloads else list(runs)
     unknown = sorted(set(chosen) - set(runs))
@@ -556,9 +553,7 @@ def main(argv: Sequence[str] | None = None) -> dict:
         "shape": args.model or args.shape,
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
         "parameters": bench.counts,
-        "settings": {
-            k: getattr(args, k) for k in ("rows", "prompt_tokens", "max_new_tokens", "train_rows", "sft_tokens")
-        },
+        "settings": {k: getattr(args, k) for k in ("prompt_tokens", *names)},
         "matmul_peak_tflops": peak / 1e12,
         "bandwidth_gb_per_s": bench.bandwidth / 1e9,
         "peak_memory_gb": (

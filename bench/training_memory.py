@@ -52,12 +52,13 @@ class _Peak:
         return round((peak - self.base) / 2**30, 2)
 
 
-def _rows(vocab: int, batch: int, steps: int, length: int, seed: int) -> list[tuple[list[int], list[int]]]:
+def taught_rows(vocab: int, n: int, length: int, seed: int) -> list[tuple[list[int], list[int]]]:
+    """``n`` rows of ``length`` random tokens whose last quarter is taught (a prompt, then its answer)."""
     from selfknow.sft import IGNORE_INDEX
 
     generator = torch.Generator().manual_seed(seed)
-    ids = torch.randint(100, vocab - 100, (batch * steps, length), generator=generator).tolist()
-    taught = length // 4
+    ids = torch.randint(100, vocab - 100, (n, length), generator=generator).tolist()
+    taught = max(1, length // 4)
     return [(row, [IGNORE_INDEX] * (length - taught) + row[-taught:]) for row in ids]
 
 
@@ -72,7 +73,7 @@ def run_variant(args: argparse.Namespace) -> dict:
     model, tokenizer = load_model(args.model, dtype=args.dtype, device=args.device)
     torch.manual_seed(args.seed)
     peft_model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, target_modules=TARGETS, task_type="CAUSAL_LM"))
-    rows = _rows(len(tokenizer), args.batch, args.steps, args.length, args.seed)
+    rows = taught_rows(len(tokenizer), args.batch * args.steps, args.length, args.seed)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
     peak = _Peak(input_device(model))
     start = time.perf_counter()
