@@ -345,3 +345,20 @@ def test_closed_set_answers_sum_their_scores():
     candidates = [("[Relevant]true[Fully supported]", 1.0), ("[Irrelevant]false</s>", 1.5), ("true[Utility:5]", 0.8)]
     assert aggregate_closed_set(candidates) == "true"
     assert aggregate_closed_set([("A", 1.0), ("B", 1.0)]) == "A"
+
+
+def test_generation_counts_the_tokens_it_computes(tiny_llama_dir):
+    """The Self-RAG progress bar's tokens/s: each batch reports its prompts and kept continuations, no padding."""
+    from selfknow.rag.generate import generate_candidates
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama_dir)
+    prompts = ["a short one", "a somewhat longer prompt than that", "the longest prompt of the three, by far"]
+    counted: list[int] = []
+    candidates = generate_candidates(
+        load_base(tiny_llama_dir), tokenizer, prompts, [3, 4], max_new_tokens=5, batch_size=2,
+        count_tokens=counted.append,
+    )  # fmt: skip
+    assert len(counted) == 2
+    prompt_tokens = sum(len(tokenizer(p).input_ids) for p in prompts)
+    assert sum(counted) == prompt_tokens + sum(len(c.tokens) for c in candidates)
+    assert all(1 <= len(c.tokens) <= 5 for c in candidates)

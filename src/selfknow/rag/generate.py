@@ -44,11 +44,12 @@ def generate_candidates(
     stop_ids: Sequence[int] = (),
     max_new_tokens: int = 32,
     batch_size: int = 16,
-    advance: Callable[[int], None] | None = None,
+    count_tokens: Callable[[int], None] | None = None,
 ) -> list[Candidate]:
     """Greedy continuations of ``prompts`` in length-sorted batches (little padding); a row stops at EOS or
     at any of ``stop_ids`` (e.g. the utility tokens that end a Self-RAG answer). Results come back in
-    prompt order; ``advance(n)`` is called after each batch of n prompts."""
+    prompt order; ``count_tokens(n)`` is called after each batch with the tokens it computed (prompts and
+    kept continuations, padding not counted), for a progress bar's tokens/s."""
     device = input_device(model)
     stops = eos_ids(tokenizer, model.generation_config.eos_token_id) | set(stop_ids)
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else next(iter(stops))
@@ -87,6 +88,6 @@ def generate_candidates(
             tokens = new[b].tolist()
             end = next((t + 1 for t, tok in enumerate(tokens) if tok in stops), len(tokens))
             out[i] = Candidate(tokens[:end], chosen[b, :end].tolist(), reflection[b, :end])
-        if advance is not None:
-            advance(len(rows))
+        if count_tokens is not None:
+            count_tokens(sum(len(encoded[i]) + len(out[i].tokens) for i in rows))  # type: ignore[union-attr]
     return out  # type: ignore[return-value]

@@ -11,7 +11,7 @@ For each question the model is run three ways, once each:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -38,16 +38,21 @@ def self_rag(
     *,
     max_new_tokens: int = 24,
     batch_size: int = 16,
+    count_tokens: Callable[[int], None] | None = None,
 ) -> list[dict]:
     """Self-RAG's outputs for each question: p([Retrieval]) and p([No Retrieval]) at the first step, the
     closed-book answer, and one critiqued candidate per passage (all passages of all questions in one
-    length-sorted batch run)."""
+    length-sorted batch run). ``count_tokens`` hears of the tokens computed, as in
+    :func:`~selfknow.rag.generate.generate_candidates`."""
     columns = reflection_token_ids(tokenizer, REFLECTION_TOKENS)
     ids = ReflectionIds.from_tokenizer(tokenizer)
     stop_ids = reflection_token_ids(tokenizer, ISUSE_TOKENS)
     prompts = [format_prompt(q) for q in questions]
-    first = generate_candidates(model, tokenizer, prompts, [ids.retrieval, ids.no_retrieval], max_new_tokens=1)
-    settings = {"stop_ids": stop_ids, "max_new_tokens": max_new_tokens, "batch_size": batch_size}
+    first = generate_candidates(
+        model, tokenizer, prompts, [ids.retrieval, ids.no_retrieval], max_new_tokens=1, count_tokens=count_tokens
+    )
+    settings = {"stop_ids": stop_ids, "max_new_tokens": max_new_tokens, "batch_size": batch_size,
+                "count_tokens": count_tokens}  # fmt: skip
     closed = generate_candidates(model, tokenizer, [p + NO_RETRIEVAL for p in prompts], columns, **settings)
     pairs = [(i, p) for i, found in enumerate(passages) for p in found]
     with_passage = [prompts[i] + RETRIEVAL + paragraph(p) for i, p in pairs]
@@ -93,7 +98,7 @@ def answer_questions(
             block = todo[start : start + block_size]
             outputs = self_rag(
                 model, tokenizer, [r.question for r in block], [retrieved[r.id] for r in block],
-                max_new_tokens=max_new_tokens, batch_size=batch_size,
+                max_new_tokens=max_new_tokens, batch_size=batch_size, count_tokens=lambda n: bar.advance(0, n),
             )  # fmt: skip
             for record, line in zip(block, outputs, strict=True):
                 line["closed_book"]["correct"] = _graded(record, line["closed_book"]["text"])
