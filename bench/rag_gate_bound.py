@@ -44,9 +44,14 @@ def _features(a: dict[str, np.ndarray]) -> np.ndarray:
     return np.c_[_logit(a["confidence"]), _logit(a["p_ret"])]
 
 
+def _skip_count(n: int) -> int:
+    """How many of ``n`` questions a 75% retrieval rate answers closed-book."""
+    return n - int(round(RATE * n))
+
+
 def _skipped(score: np.ndarray) -> np.ndarray:
     """The questions a 75% retrieval rate keeps closed-book: the quarter with the highest score."""
-    return np.argsort(-score, kind="stable")[: len(score) - int(round(RATE * len(score)))]
+    return np.argsort(-score, kind="stable")[: _skip_count(len(score))]
 
 
 def _top_quarter_right(score: np.ndarray, known: np.ndarray) -> float:
@@ -66,7 +71,7 @@ def closed_book_only(run: RagRun) -> None:
     scored = read_records(run.calibration.scores("test"))
     known = np.array([bool(r.correct) for r in scored])
     n = len(known)
-    skip = n - int(round(RATE * n))
+    skip = _skip_count(n)
     print(f"{n} test questions, base closed-book accuracy {known.mean():.3f}; no Self-RAG answers yet")
     print(f"the {skip} most confident skip retrieval; the target needs them right ≥ r − 0.08 (r: always-retrieve)")
     print("| gate | AUROC for closed-book hits | skipped quarter right closed-book [95% CI] |")
@@ -84,7 +89,7 @@ def gate_table(validation: dict[str, np.ndarray], test: dict[str, np.ndarray], r
     critique-ranked candidate, its always-retrieve mode; "top1": the candidate from the best-ranked passage)."""
     known, retrieved = test["base"], test[retrieving]
     n = len(known)
-    skip = n - int(round(RATE * n))
+    skip = _skip_count(n)
     target = retrieved.mean() - 0.02
     # accuracy with a skipped set S: (Σ_S known + Σ_notS retrieved) / n; for the target, the skipped quarter's
     # closed-book precision must be at least (target·n − Σ_notS retrieved) / |S|, taking Σ_notS ≈ (n − |S|)·mean.
